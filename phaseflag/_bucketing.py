@@ -1,0 +1,35 @@
+"""Deterministic percentage bucketing, identical in every phaseflag SDK.
+
+``h = murmur3_x86_32(utf8(f"{salt}:{key}"), seed=0)`` (unsigned) and
+``bucket = (h % 100) * 1000 + (h // 100) % 1000``, a number in ``[0, 100000)``:
+the low two decimal digits pick the whole percent (Unleash's normalised value for
+``groupId:userId``), the next three pick thousandths of a percent.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+
+import mmh3
+
+__all__ = ["BUCKETS", "bucket", "choose"]
+
+#: Buckets per 100 percent: weights are percentages with up to three decimals.
+BUCKETS = 100_000
+
+_hash = mmh3.hash
+
+
+def bucket(salt: str, key: str) -> int:
+    """The bucket in ``[0, 100000)`` of ``key`` under ``salt``; never raises for any str."""
+    text = f"{salt}:{key}"
+    try:
+        h = _hash(text, 0, False)
+    except UnicodeEncodeError:  # lone surrogates: hash their UTF-8 bytes as-is
+        h = _hash(text.encode("utf-8", "surrogatepass"), 0, False)
+    return (h % 100) * 1000 + (h // 100) % 1000
+
+
+def choose(thresholds: tuple[int, ...], value: int) -> int:
+    """Index of the first cumulative threshold greater than ``value`` (the served slot)."""
+    return bisect_right(thresholds, value)

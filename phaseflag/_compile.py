@@ -1,0 +1,436 @@
+"""Validated JSON -> compiled Ruleset: all per-flag work happens here, once per change.
+
+A document that fails the schema is rejected whole (RulesetError listing every
+error with its JSON path). A flag that is schema-valid but unusable (unknown
+operator, bad regex, unknown variation or segment, value of the wrong type, weights
+not summing to 100, a prerequisite cycle) is isolated: it evaluates to the caller's
+default with error INVALID_FLAG and the rest of the ruleset loads. Given the
+previous Ruleset, flags whose definition did not change are reused untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Final
+
+from ._model import Condition, Flag, Rollout, Rule, Ruleset, Segment, Serve
+from ._operators import InvalidCondition, compile_condition, fuse
+from ._schema import (
+    json_depth_exceeds,
+    parse_document,
+    reject,
+    validate_item,
+    validate_shell,
+)
+from .types import ErrorCode, EvaluationResult, Reason
+
+__all__ = ["MAX_PREREQUISITE_DEPTH", "compile_ruleset", "expand_shorthand", "load_ruleset"]
+
+#: Longest prerequisite chain accepted; deeper flags are isolated as INVALID_FLAG.
+MAX_PREREQUISITE_DEPTH: Final = 16
+#: Deepest chain of segments referring to segments.
+MAX_SEGMENT_DEPTH: Final = 16
+
+_TYPE_CHECKS: Final[Mapping[str, Any]] = {
+    "boolean": lambda v: type(v) is bool,
+    "string": lambda v: type(v) is str,
+    "number": lambda v: type(v) in (int, float) and math.isfinite(v),
+    "json": lambda v: isinstance(v, (dict, list)),
+}
+
+
+class _Invalid(Exception):
+    """A flag or segment cannot be compiled; carries the JSON sub-path and message."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+# -- public entry points -------------------------------------------------------------------
+
+
+def load_ruleset(raw: bytes | str, *, previous: Ruleset | None = None) -> Ruleset:
+    """Parse JSON text (size/depth limited), validate and compile it."""
+    return compile_ruleset(parse_document(raw), previous=previous)
+
+
+def expand_shorthand(document: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"flags": {"key": value}}`` -> a full schema-1 document of static flags."""
+    flags = []
+    static: dict[str, Any] = dict(document.get("flags", {}))
+    static.update(document.get("configs", {}) if isinstance(document.get("configs"), dict) else {})
+    for key, value in static.items():
+        flags.append(
+            {
+                "key": key,
+                "type": _infer_type(value),
+                "variations": [{"key": "static", "value": value}],
+                "default": {"variation": "static"},
+            }
+        )
+    version = document.get("version", 0)
+    return {"schema_version": 1, "version": version, "flags": flags}
+
+
+def _infer_type(value: object) -> str:
+    if type(value) is bool:
+        return "boolean"
+    if type(value) is str:
+        return "string"
+    if type(value) in (int, float):
+        return "number"
+    return "json"
+
+
+def compile_ruleset(document: object, *, previous: Ruleset | None = None) -> Ruleset:
+    """Validate and compile a parsed document; raises RulesetError if it fails the schema."""
+    shorthand = isinstance(document, dict) and isinstance(document.get("flags"), dict)
+    if shorthand:
+        if "schema_version" in document:  # type: ignore[operator]
+            raise reject([("flags", "must be an array in a schema_version document")])
+        document = expand_shorthand(document)  # type: ignore[arg-type]
+    errors = validate_shell(document)
+    if errors:
+        raise reject(errors)
+    assert isinstance(document, dict)
+    raw_flags: list[dict[str, Any]] = document["flags"]
+    raw_segments: list[dict[str, Any]] = document.get("segments", [])
+    old_flags = previous.flags if previous is not None else {}
+    same_segments = previous is not None and previous.source.get("segments", []) == raw_segments
+
+    for index, raw in enumerate(raw_segments):
+        if not same_segments:
+            errors.extend(validate_item("segment", raw, index))
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_flags):
+        old = old_flags.get(raw.get("key")) if isinstance(raw, dict) else None
+        if old is None or old.source != raw:
+            errors.extend(validate_item("flag", raw, index))
+        key = raw.get("key") if isinstance(raw, dict) else None
+        if isinstance(key, str):
+            if key in seen:
+                errors.append((f"flags[{index}].key", f"duplicate flag key {key!r}"))
+            seen[key] = index
+    errors.extend(_duplicate_segments(raw_segments))
+    if errors:
+        raise reject(errors)
+
+    if same_segments and previous is not None:
+        segments, segment_problems = previous.segments, ()
+    else:
+        segments, segment_problems = _compile_segments(raw_segments)
+    flags: dict[str, Flag] = {}
+    for index, raw in enumerate(raw_flags):
+        old = old_flags.get(raw["key"])
+        if old is not None and old.source == raw and (same_segments or not old.segment_keys):
+            flags[raw["key"]] = old
+        else:
+            flags[raw["key"]] = _compile_flag(raw, index, segments)
+    _check_prerequisites(flags)
+    problems = tuple(segment_problems) + tuple(
+        (f"flags[{seen[f.key]}]{f.error_path}", f.error) for f in flags.values() if f.error
+    )
+    return Ruleset(
+        version=int(document.get("version", 0)),
+        flags=MappingProxyType(flags),
+        segments=MappingProxyType(dict(segments)),
+        problems=problems,
+        source=document,
+        shorthand=shorthand,
+    )
+
+
+def _duplicate_segments(raw_segments: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    seen: set[str] = set()
+    errors = []
+    for index, raw in enumerate(raw_segments):
+        if raw["key"] in seen:
+            errors.append((f"segments[{index}].key", f"duplicate segment key {raw['key']!r}"))
+        seen.add(raw["key"])
+    return errors
+
+
+# -- segments --------------------------------------------------------------------------------
+
+
+def _compile_segments(
+    raw_segments: list[dict[str, Any]],
+) -> tuple[dict[str, Segment], list[tuple[str, str]]]:
+    """Compile segments in dependency order; a segment in a cycle or too deep is dropped."""
+    by_key = {raw["key"]: (index, raw) for index, raw in enumerate(raw_segments)}
+    compiled: dict[str, Segment] = {}
+    problems: list[tuple[str, str]] = []
+    state: dict[str, str] = {}
+
+    def visit(key: str, depth: int) -> None:
+        if state.get(key) == "done":
+            return
+        index, raw = by_key[key]
+        if state.get(key) == "active" or depth > MAX_SEGMENT_DEPTH:
+            raise _Invalid(f"segments[{index}]", f"segment {key!r} refers to itself (cycle)")
+        state[key] = "active"
+        for ref in _segment_refs(raw.get("rules", [])):
+            if ref in by_key:
+                visit(ref, depth + 1)
+        try:
+            compiled[key] = _compile_segment(raw, index, compiled)
+        finally:
+            state[key] = "done"
+
+    for key in by_key:
+        try:
+            visit(key, 0)
+        except _Invalid as exc:
+            problems.append((exc.path, exc.message))
+            state[key] = "done"
+    return compiled, problems
+
+
+def _segment_refs(rules: list[dict[str, Any]]) -> list[str]:
+    return [
+        ref
+        for rule in rules
+        for cond in rule.get("conditions", [])
+        if cond.get("operator") == "in_segment"
+        for ref in cond.get("values", [])
+        if isinstance(ref, str)
+    ]
+
+
+def _compile_segment(raw: dict[str, Any], index: int, known: Mapping[str, Segment]) -> Segment:
+    rules = []
+    for r, rule in enumerate(raw.get("rules", [])):
+        rules.append(_conditions(rule["conditions"], known, f"segments[{index}].rules[{r}]"))
+    return Segment(
+        key=raw["key"],
+        included=frozenset(raw.get("included", ())),
+        excluded=frozenset(raw.get("excluded", ())),
+        rules=tuple(rules),
+    )
+
+
+def _conditions(
+    raw_conditions: list[dict[str, Any]], segments: Mapping[str, Segment], path: str
+) -> tuple[Condition, ...]:
+    out = []
+    for c, raw in enumerate(raw_conditions):
+        try:
+            out.append(compile_condition(raw, segments))
+        except InvalidCondition as exc:
+            raise _Invalid(f"{path}.conditions[{c}]", str(exc)) from None
+    return tuple(out)
+
+
+# -- flags -------------------------------------------------------------------------------------
+
+
+class _Results:
+    """Builds (and shares) the pre-built EvaluationResults of one flag."""
+
+    def __init__(self, key: str, variations: Mapping[str, Any]) -> None:
+        self.key = key
+        self.variations = variations
+        self._made: dict[tuple[str | None, str, str | None], EvaluationResult] = {}
+
+    def get(self, variation: str | None, reason: str, rule_id: str | None = None) -> EvaluationResult:
+        memo = (variation, reason, rule_id)
+        made = self._made.get(memo)
+        if made is None:
+            value = None if variation is None else self.variations[variation]
+            made = EvaluationResult(self.key, value, reason, variation, rule_id)
+            self._made[memo] = made
+        return made
+
+    def variation(self, name: object, path: str) -> str:
+        if name not in self.variations:
+            raise _Invalid(path, f"unknown variation {name!r}")
+        return str(name)
+
+
+def _invalid_flag(raw: Mapping[str, Any], path: str, message: str) -> Flag:
+    key = str(raw.get("key", ""))
+    result = EvaluationResult(
+        key, None, Reason.ERROR, error_code=ErrorCode.INVALID_FLAG, error_message=message
+    )
+    return Flag(
+        key=key,
+        type=str(raw.get("type", "json")),
+        enabled=False,
+        version=raw.get("version"),
+        track_events=False,
+        variations=MappingProxyType({}),
+        off_result=result,
+        prerequisite_failed_result=result,
+        prerequisites=(),
+        targets=MappingProxyType({}),
+        rules=(),
+        default=Serve(result, None),
+        static=result,
+        error=message,
+        error_path=path,
+        source=raw,
+    )
+
+
+def _compile_flag(raw: dict[str, Any], index: int, segments: Mapping[str, Segment]) -> Flag:
+    try:
+        return _build_flag(raw, segments)
+    except _Invalid as exc:
+        return _invalid_flag(raw, exc.path, exc.message)
+
+
+def _build_flag(raw: dict[str, Any], segments: Mapping[str, Segment]) -> Flag:
+    key, kind = raw["key"], raw["type"]
+    variations: dict[str, Any] = {}
+    fits = _TYPE_CHECKS[kind]
+    for v, variation in enumerate(raw["variations"]):
+        if variation["key"] in variations:
+            raise _Invalid(f".variations[{v}].key", f"duplicate variation {variation['key']!r}")
+        if not fits(variation["value"]):
+            raise _Invalid(f".variations[{v}].value", f"value does not fit type {kind!r}")
+        if kind == "json" and json_depth_exceeds(variation["value"]):
+            raise _Invalid(f".variations[{v}].value", "JSON value is nested too deeply")
+        variations[variation["key"]] = variation["value"]
+    results = _Results(key, variations)
+    off = raw.get("off_variation")
+    off_variation = None if off is None else results.variation(off, ".off_variation")
+    off_result = results.get(off_variation, Reason.DISABLED)
+    salt = raw.get("salt") or key
+
+    targets: dict[str, EvaluationResult] = {}
+    for t, target in enumerate(raw.get("targets", ())):
+        name = results.variation(target["variation"], f".targets[{t}].variation")
+        for user_id in target["user_ids"]:
+            targets.setdefault(user_id, results.get(name, Reason.TARGETING_MATCH))
+
+    rules = []
+    used_segments: set[str] = set()
+    for r, rule in enumerate(raw.get("rules", ())):
+        conditions = _conditions(rule["conditions"], segments, f".rules[{r}]")
+        used_segments.update(_segment_refs([rule]))
+        rule_id = rule.get("id")
+        serve = _serve(
+            rule["serve"], results, salt, off_variation, f".rules[{r}].serve", rule_id,
+            Reason.TARGETING_MATCH,
+        )
+        rules.append(Rule(rule_id, conditions, fuse(conditions), serve))
+
+    default_raw = raw.get("default")
+    if default_raw is None:
+        default = Serve(results.get(None, Reason.DEFAULT), None)
+    else:
+        default = _serve(
+            default_raw, results, salt, off_variation, ".default", None, Reason.DEFAULT
+        )
+    enabled = raw.get("enabled", True)
+    prerequisites = tuple((p["flag"], p["variation"]) for p in raw.get("prerequisites", ()))
+    static = None
+    if not enabled:
+        static = off_result
+    elif not prerequisites and not targets and not rules and default.rollout is None:
+        static = default.result
+    return Flag(
+        key=key,
+        type=kind,
+        enabled=enabled,
+        version=raw.get("version"),
+        track_events=bool(raw.get("track_events", False)),
+        variations=MappingProxyType(variations),
+        off_result=off_result,
+        prerequisite_failed_result=results.get(off_variation, Reason.PREREQUISITE_FAILED),
+        prerequisites=prerequisites,
+        targets=MappingProxyType(targets),
+        rules=tuple(rules),
+        default=default,
+        static=static,
+        source=raw,
+        segment_keys=frozenset(used_segments),
+    )
+
+
+def _serve(
+    raw: Mapping[str, Any],
+    results: _Results,
+    salt: str,
+    off_variation: str | None,
+    path: str,
+    rule_id: str | None,
+    reason: str,
+) -> Serve:
+    if "variation" in raw:
+        name = results.variation(raw["variation"], f"{path}.variation")
+        return Serve(results.get(name, reason, rule_id), None)
+    rollout = raw["rollout"]
+    thresholds, served, total = [], [], 0
+    for w, slot in enumerate(rollout["variations"]):
+        name = results.variation(slot["variation"], f"{path}.rollout.variations[{w}].variation")
+        scaled = slot["weight"] * 1000
+        if abs(scaled - round(scaled)) > 1e-6:
+            raise _Invalid(
+                f"{path}.rollout.variations[{w}].weight", "weights allow at most three decimals"
+            )
+        total += round(scaled)
+        thresholds.append(total)
+        served.append(results.get(name, Reason.PERCENTAGE_ROLLOUT, rule_id))
+    if total != 100_000:
+        raise _Invalid(f"{path}.rollout", f"weights sum to {total / 1000:g}, not 100")
+    return Serve(
+        None,
+        Rollout(
+            bucket_by=rollout.get("bucket_by", "user_id"),
+            salt=rollout.get("seed") or salt,
+            thresholds=tuple(thresholds),
+            results=tuple(served),
+            no_key_result=results.get(off_variation, Reason.DEFAULT, rule_id),
+        ),
+    )
+
+
+def _check_prerequisites(flags: dict[str, Flag]) -> None:
+    """Isolate flags on a prerequisite cycle, or whose chain is deeper than the limit.
+
+    A flag that merely depends on an isolated flag stays valid: its prerequisite
+    fails at evaluation time (reason ``prerequisite_failed``).
+    """
+    depth: dict[str, int] = {}
+    path: list[str] = []
+    on_path: set[str] = set()
+    broken: dict[str, str] = {}
+
+    def measure(key: str) -> int:
+        known = depth.get(key)
+        if known is not None:
+            return known
+        flag = flags.get(key)
+        if flag is None or not flag.prerequisites or flag.error or key in broken:
+            depth[key] = 0
+            return 0
+        if key in on_path:
+            cycle = path[path.index(key) :]
+            for member in cycle:
+                broken[member] = "prerequisite cycle: " + " -> ".join([*cycle, key])
+            return 0
+        path.append(key)
+        on_path.add(key)
+        deepest = 1 + max(measure(parent) for parent, _ in flag.prerequisites)
+        path.pop()
+        on_path.discard(key)
+        if key not in broken:
+            depth[key] = deepest
+            if deepest > MAX_PREREQUISITE_DEPTH:
+                broken[key] = f"prerequisite chain deeper than {MAX_PREREQUISITE_DEPTH}"
+        return deepest
+
+    for key in list(flags):
+        try:
+            measure(key)
+        except RecursionError:
+            broken[key] = f"prerequisite chain deeper than {MAX_PREREQUISITE_DEPTH}"
+            path.clear()
+            on_path.clear()
+    for key, message in broken.items():
+        flags[key] = _invalid_flag(flags[key].source, ".prerequisites", message)

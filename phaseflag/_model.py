@@ -1,0 +1,148 @@
+"""Compiled, immutable ruleset objects: what the evaluator walks.
+
+Everything here is built once per ruleset change by ``_compile`` and then shared
+read-only between threads; a new ruleset replaces the old one by one reference swap.
+Outcomes that do not depend on the context are pre-built ``EvaluationResult``s, so a
+read allocates nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .types import EvaluationResult
+
+__all__ = ["Condition", "Flag", "Rollout", "Rule", "Ruleset", "Segment", "Serve", "Values"]
+
+#: The flat view of a context that conditions read: attributes plus user_id/session_id.
+Values = Mapping[str, Any]
+#: A compiled condition: takes the context values, answers whether it holds.
+Test = Callable[[Values], bool]
+
+_EMPTY_MAP: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One compiled condition; ``test`` already applies ``negate`` and the missing-value rule."""
+
+    attribute: str | None
+    operator: str
+    negate: bool
+    test: Test
+    source: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A reusable audience: explicit inclusions/exclusions plus rules (any rule matching)."""
+
+    key: str
+    included: frozenset[str]
+    excluded: frozenset[str]
+    rules: tuple[tuple[Condition, ...], ...]
+
+    def contains(self, values: Values) -> bool:
+        """True when the context belongs to the segment; exclusion beats inclusion."""
+        user_id = values.get("user_id")
+        if user_id is not None:
+            if user_id in self.excluded:
+                return False
+            if user_id in self.included:
+                return True
+        for conditions in self.rules:
+            for condition in conditions:
+                if not condition.test(values):
+                    break
+            else:
+                return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """A weighted split: cumulative thresholds in thousandths of a percent, one result each."""
+
+    bucket_by: str
+    salt: str
+    thresholds: tuple[int, ...]
+    results: tuple[EvaluationResult, ...]
+    # Served when the context has no bucketing key (never a random bucket).
+    no_key_result: EvaluationResult
+
+
+@dataclass(frozen=True, slots=True)
+class Serve:
+    """What a rule (or the default) serves: a fixed ``result`` or a ``rollout``."""
+
+    result: EvaluationResult | None
+    rollout: Rollout | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """An ordered targeting rule: all ``conditions`` hold -> ``serve``.
+
+    ``match`` is the conditions fused into one callable for the fast path.
+    """
+
+    id: str | None
+    conditions: tuple[Condition, ...]
+    match: Test
+    serve: Serve
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """A compiled flag.
+
+    ``static`` is set when the outcome cannot depend on the context (disabled,
+    invalid, or on with nothing to match): the evaluator returns it at once.
+    ``error`` is set for a flag isolated at compile time (INVALID_FLAG).
+    """
+
+    key: str
+    type: str
+    enabled: bool
+    version: int | None
+    track_events: bool
+    variations: Mapping[str, Any]
+    off_result: EvaluationResult
+    prerequisite_failed_result: EvaluationResult
+    prerequisites: tuple[tuple[str, str], ...]
+    targets: Mapping[str, EvaluationResult]
+    rules: tuple[Rule, ...]
+    default: Serve
+    static: EvaluationResult | None
+    error: str | None = None
+    error_path: str = ""
+    source: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    segment_keys: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Ruleset:
+    """A complete, compiled ruleset: the unit that is swapped atomically.
+
+    ``source`` is the validated JSON document it was compiled from (for caches and
+    the server); ``problems`` lists ``(json_path, message)`` for isolated flags.
+    """
+
+    version: int
+    flags: Mapping[str, Flag]
+    segments: Mapping[str, Segment]
+    problems: tuple[tuple[str, str], ...] = ()
+    source: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    shorthand: bool = False
+
+    def __len__(self) -> int:
+        return len(self.flags)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.flags
+
+
+EMPTY_RULESET = Ruleset(version=-1, flags=_EMPTY_MAP, segments=_EMPTY_MAP)

@@ -1,0 +1,145 @@
+"""Ruleset parsing and JSON Schema validation, with limits that protect the host.
+
+The schema file (``schema/ruleset.schema.json``) is the single source of truth.
+Flags and segments are validated one at a time against its ``$defs`` so a caller
+can skip items that did not change, and every error names its JSON path
+(``flags[3].rules[0].conditions[1].operator``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
+from importlib import resources
+from typing import Any, Final
+
+import re
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from ._errors import RulesetError, RulesetTooLargeError
+
+__all__ = [
+    "MAX_DOCUMENT_BYTES",
+    "MAX_JSON_DEPTH",
+    "format_path",
+    "load_schema",
+    "parse_document",
+    "validate_item",
+    "validate_shell",
+]
+
+#: Largest ruleset document accepted, in bytes (also the download limit's default).
+MAX_DOCUMENT_BYTES: Final = 10 * 1024 * 1024
+#: Deepest nesting accepted inside a JSON flag value.
+MAX_JSON_DEPTH: Final = 32
+
+
+_REQUIRED = re.compile(r"^'([^']+)' is a required property")
+
+
+@cache
+def load_schema() -> dict[str, Any]:
+    """The ruleset JSON Schema shipped with the package."""
+    text = resources.files("phaseflag").joinpath("schema/ruleset.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@cache
+def _validator(definition: str) -> Draft202012Validator:
+    schema = load_schema()
+    if definition == "shell":
+        shell = dict(schema)
+        props = dict(shell["properties"])
+        props["flags"] = {"type": ["array", "object"], "items": {"type": "object"}}
+        props["segments"] = {"type": "array", "items": {"type": "object"}}
+        shell["properties"] = props
+        return Draft202012Validator(shell)
+    return Draft202012Validator({"$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"})
+
+
+def format_path(parts: Iterable[str | int]) -> str:
+    """``['flags', 3, 'key']`` -> ``'flags[3].key'``."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(document)"
+
+
+def _errors(
+    validator: Draft202012Validator, instance: object, prefix: Sequence[str | int]
+) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    for error in validator.iter_errors(instance):
+        found.append(_describe(error, prefix))
+    found.sort()
+    return found
+
+
+def _describe(error: ValidationError, prefix: Sequence[str | int]) -> tuple[str, str]:
+    if error.validator == "oneOf" and error.schema_path and "serve" in str(error.schema_path):
+        message = "must name exactly one of 'variation' or 'rollout'"
+    elif error.validator == "required":
+        missing = _REQUIRED.match(error.message)
+        if missing:
+            return format_path([*prefix, *error.absolute_path, missing.group(1)]), "is required"
+        message = error.message
+    else:
+        message = error.message
+        if len(message) > 200:
+            message = message[:197] + "..."
+    return format_path([*prefix, *error.absolute_path]), message
+
+
+def validate_shell(document: object) -> list[tuple[str, str]]:
+    """Errors in the document outside the flags' and segments' own contents."""
+    if not isinstance(document, dict):
+        return [("(document)", "a ruleset must be a JSON object")]
+    return _errors(_validator("shell"), document, ())
+
+
+def validate_item(kind: str, item: object, index: int) -> list[tuple[str, str]]:
+    """Errors in ``flags[index]`` (kind ``flag``) or ``segments[index]`` (kind ``segment``)."""
+    return _errors(_validator(kind), item, (f"{kind}s", index))
+
+
+def parse_document(raw: bytes | str, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
+    """Parse JSON text under the size limit; raises RulesetError / RulesetTooLargeError."""
+    if len(raw) > max_bytes:
+        raise RulesetTooLargeError(
+            f"ruleset is {len(raw)} bytes, over the {max_bytes}-byte limit"
+        )
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise RulesetTooLargeError("ruleset JSON is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RulesetError(f"ruleset is not valid JSON: {exc}") from None
+
+
+def json_depth_exceeds(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when ``value`` nests lists/objects deeper than ``limit`` (iterative, bounded)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, Mapping):
+            children: Iterable[object] = current.values()
+        elif isinstance(current, list):
+            children = current
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def reject(errors: list[tuple[str, str]]) -> RulesetError:
+    """The error that rejects a whole ruleset for schema ``errors``."""
+    return RulesetError("ruleset failed schema validation", errors)

@@ -1,0 +1,246 @@
+"""Public value types: contexts, results, events, reasons and error codes.
+
+Everything here is immutable and safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import MappingProxyType
+from typing import Any, Final, Union
+
+from ._errors import InvalidContextError
+
+__all__ = [
+    "AttributeValue",
+    "ErrorCode",
+    "EvaluationContext",
+    "EvaluationEvent",
+    "EvaluationResult",
+    "JSONValue",
+    "Reason",
+]
+
+#: Any value a JSON document can hold (flag values, event metadata).
+JSONValue = Union[None, bool, int, float, str, list[Any], dict[str, Any]]
+
+#: A value an EvaluationContext attribute may hold.
+AttributeValue = Union[str, int, float, bool, datetime]
+
+_ALLOWED_TYPES: Final = frozenset({str, int, float, bool})
+_EMPTY: Final[Mapping[str, AttributeValue]] = MappingProxyType({})
+
+
+class Reason:
+    """Why an evaluation produced its value (the ``reason`` of an EvaluationResult)."""
+
+    TARGETING_MATCH: Final = "targeting_match"
+    PERCENTAGE_ROLLOUT: Final = "percentage_rollout"
+    DEFAULT: Final = "default"
+    DISABLED: Final = "disabled"
+    PREREQUISITE_FAILED: Final = "prerequisite_failed"
+    OVERRIDE: Final = "override"
+    ERROR: Final = "error"
+
+
+class ErrorCode:
+    """Why an evaluation fell back to the caller's default (reason ``error``)."""
+
+    FLAG_NOT_FOUND: Final = "FLAG_NOT_FOUND"
+    TYPE_MISMATCH: Final = "TYPE_MISMATCH"
+    INVALID_FLAG: Final = "INVALID_FLAG"
+    NOT_READY: Final = "NOT_READY"
+    INVALID_CONTEXT: Final = "INVALID_CONTEXT"
+    GENERAL: Final = "GENERAL"
+
+
+def _normalise(key: str, value: object) -> AttributeValue:
+    """Check one attribute value; aware datetimes become UTC, anything unsupported raises."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidContextError(
+                key, "naive datetime; pass a timezone-aware one, e.g. datetime.now(timezone.utc)"
+            )
+        return value.astimezone(timezone.utc)
+    if isinstance(value, (str, int, float)):  # bool is an int
+        return value
+    raise InvalidContextError(
+        key, f"unsupported type {type(value).__name__}; use str, int, float, bool or datetime"
+    )
+
+
+class EvaluationContext:
+    """Who a flag is evaluated for: a user id, a session id and targeting attributes.
+
+    ``user_id`` drives percentage-rollout bucketing; ``session_id`` is the fallback
+    when there is no user id. Attribute values may be ``str``, ``int``, ``float``,
+    ``bool`` or a timezone-aware ``datetime`` (stored in UTC); ``None`` values are
+    dropped (an absent attribute), anything else raises ``InvalidContextError``
+    naming the key. Instances are immutable and hashable by identity.
+    """
+
+    __slots__ = ("_values", "attributes", "session_id", "user_id")
+
+    user_id: str | None
+    session_id: str | None
+    attributes: Mapping[str, AttributeValue]
+    _values: dict[str, AttributeValue]
+
+    def __init__(
+        self,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        if user_id is not None and type(user_id) is not str:
+            if isinstance(user_id, (int, str)) and not isinstance(user_id, bool):
+                user_id = str(user_id)
+            else:
+                raise InvalidContextError("user_id", "must be a str (or an int, made a str)")
+        if session_id is not None and type(session_id) is not str:
+            if isinstance(session_id, (int, str)) and not isinstance(session_id, bool):
+                session_id = str(session_id)
+            else:
+                raise InvalidContextError("session_id", "must be a str (or an int, made a str)")
+        if attributes:
+            values = dict(attributes)
+            for key, value in values.items():
+                if type(key) is not str:
+                    raise InvalidContextError(repr(key), "attribute names must be str")
+                if type(value) not in _ALLOWED_TYPES and value is not None:
+                    values[key] = _normalise(key, value)
+            if None in values.values():
+                values = {k: v for k, v in values.items() if v is not None}
+            set_attr(self, "attributes", MappingProxyType(values.copy()))
+        else:
+            values = {}
+            set_attr(self, "attributes", _EMPTY)
+        if user_id is not None:
+            values["user_id"] = user_id
+        if session_id is not None:
+            values["session_id"] = session_id
+        set_attr(self, "user_id", user_id)
+        set_attr(self, "session_id", session_id)
+        set_attr(self, "_values", values)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("EvaluationContext is immutable; build a new one or use merge()")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("EvaluationContext is immutable")
+
+    def __repr__(self) -> str:
+        return (
+            f"EvaluationContext(user_id={self.user_id!r}, session_id={self.session_id!r}, "
+            f"attributes={dict(self.attributes)!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EvaluationContext):
+            return NotImplemented
+        return self._values == other._values
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted((k, repr(v)) for k, v in self._values.items())))
+
+    def get(self, name: str) -> AttributeValue | None:
+        """The value a condition on ``name`` sees: ``user_id``, ``session_id`` or an attribute."""
+        return self._values.get(name)
+
+    def merge(self, other: EvaluationContext | None) -> EvaluationContext:
+        """A new context: this one's values overlaid by ``other``'s (its ids win when set)."""
+        if other is None:
+            return self
+        attributes = {**self.attributes, **other.attributes}
+        return EvaluationContext(
+            user_id=other.user_id if other.user_id is not None else self.user_id,
+            session_id=other.session_id if other.session_id is not None else self.session_id,
+            attributes=attributes,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape the wire protocol uses (datetimes as ISO-8601 strings)."""
+        attrs = {
+            k: (v.isoformat() if isinstance(v, datetime) else v)
+            for k, v in self.attributes.items()
+        }
+        return {"user_id": self.user_id, "session_id": self.session_id, "attributes": attrs}
+
+
+set_attr = object.__setattr__
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationResult:
+    """The outcome of evaluating one flag for one context.
+
+    ``value`` is None when the evaluation fell back to the caller's default (the
+    typed getters then return that default). ``error_code`` is set only when
+    ``reason`` is ``"error"``. Results may be shared between calls and threads.
+    """
+
+    flag_key: str
+    value: Any
+    reason: str
+    variation_key: str | None = None
+    rule_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    def __bool__(self) -> bool:
+        """Always true, so ``if result:`` tests for a result rather than its value."""
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``POST /sdk/evaluate`` responses."""
+        out: dict[str, Any] = {
+            "flag_key": self.flag_key,
+            "value": self.value,
+            "reason": self.reason,
+            "variation_key": self.variation_key,
+            "rule_id": self.rule_id,
+        }
+        if self.error_code is not None:
+            out["error_code"] = self.error_code
+        if self.error_message is not None:
+            out["error_message"] = self.error_message
+        return out
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationEvent:
+    """A custom analytics event sent by ``track_event`` (kind ``"custom"`` on the wire).
+
+    ``timestamp`` is integer milliseconds since the epoch, taken at construction.
+    ``metadata`` must be JSON-serialisable; ``value`` is an optional number (for
+    example a revenue figure) sent when set.
+    """
+
+    flag_key: str
+    variation_key: str | None = None
+    user_id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    timestamp: int = field(default_factory=_now_ms)
+    value: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire shape of this event."""
+        out: dict[str, Any] = {
+            "kind": "custom",
+            "flag_key": self.flag_key,
+            "variation_key": self.variation_key,
+            "user_id": self.user_id,
+            "metadata": dict(self.metadata),
+            "timestamp": self.timestamp,
+        }
+        if self.value is not None and math.isfinite(self.value):
+            out["value"] = self.value
+        return out
