@@ -1,5 +1,10 @@
 """phaseflag: server-side feature flags evaluated locally in microseconds."""
 
+import logging as _logging
+
+from ._cache import Cache, FileCache, MemoryCache
+from ._client import PhaseFlagClient
+from ._compile import compile_ruleset, load_ruleset
 from ._errors import (
     AuthenticationError,
     ConfigError,
@@ -9,27 +14,47 @@ from ._errors import (
     RulesetTooLargeError,
     TransportError,
 )
+from ._evaluation import Explanation, evaluate, explain
+from ._model import Ruleset
 from ._version import __version__
 from .types import (
+    ChangeEvent,
+    ClientStatus,
     ErrorCode,
     EvaluationContext,
     EvaluationEvent,
     EvaluationResult,
+    FlagChange,
     Reason,
 )
 
 __all__ = [
     "AuthenticationError",
+    "Cache",
+    "ChangeEvent",
+    "ClientStatus",
     "ConfigError",
     "ErrorCode",
     "EvaluationContext",
     "EvaluationEvent",
     "EvaluationResult",
+    "Explanation",
+    "FileCache",
+    "FlagChange",
     "InvalidContextError",
+    "MemoryCache",
+    "PhaseFlagClient",
     "PhaseFlagError",
     "Reason",
+    "Ruleset",
     "RulesetError",
     "RulesetTooLargeError",
     "TransportError",
     "__version__",
+    "compile_ruleset",
+    "evaluate",
+    "explain",
+    "load_ruleset",
 ]
+
+_logging.getLogger("phaseflag").addHandler(_logging.NullHandler())

@@ -94,11 +94,11 @@ def parse_sse(
     skip_lf = False  # a chunk ended in "\r": a "\n" opening the next one belongs to it
     first_line = True
     for chunk in chunks:
+        pos = 0
         if skip_lf and chunk:
             skip_lf = False
             if chunk[:1] == b"\n":
-                chunk = chunk[1:]
-        pos = 0
+                pos = 1
         while True:
             match = _EOL.search(chunk, pos)
             end = len(chunk) if match is None else match.start()

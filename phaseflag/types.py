@@ -244,3 +244,53 @@ class EvaluationEvent:
         if self.value is not None and math.isfinite(self.value):
             out["value"] = self.value
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class FlagChange:
+    """One flag that changed in an applied ruleset; a version is None when absent."""
+
+    key: str
+    previous_version: int | None
+    current_version: int | None
+    removed: bool = False
+    added: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """Payload of the ``change`` event: what changed between two applied rulesets."""
+
+    flags: tuple[FlagChange, ...]
+    previous_version: int | None
+    current_version: int
+    source: str
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The keys of the flags that changed."""
+        return tuple(change.key for change in self.flags)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStatus:
+    """An immutable health snapshot of a client (``client.status()``).
+
+    Times are ``time.time()`` seconds; ``ruleset_age`` is seconds since the held
+    ruleset was last confirmed fresh (applied or 304), None when none is held.
+    """
+
+    state: str
+    ready: bool
+    ruleset_version: int | None
+    ruleset_source: str | None
+    ruleset_age: float | None
+    flag_count: int
+    last_sync: float | None
+    consecutive_failures: int
+    last_error: str | None
+    stale: bool
+    events_sent: int
+    events_dropped: int
+    events_failed: int
+    events_queued: int

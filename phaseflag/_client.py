@@ -1,0 +1,903 @@
+"""PhaseFlagClient: lifecycle, reads, overrides, listeners, events and health.
+
+Reads (``get_*``) take no lock, do no I/O and never raise: they look the flag up
+in the current immutable Ruleset (swapped by one reference assignment) and run
+the pure evaluator. Everything that touches the network runs in the client's
+``phaseflag-sync`` and ``phaseflag-events`` daemon threads.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from enum import Enum
+from pathlib import Path
+from typing import Any, Final, TypeVar, overload
+
+import requests
+
+from ._cache import Cache, FileCache, MemoryCache, cache_key
+from ._compile import compile_ruleset, load_ruleset
+from ._config import Settings, redact, resolve
+from ._errors import ConfigError, InvalidContextError, PhaseFlagError, RulesetError, TransportError
+from ._evaluation import evaluate_flag, not_found
+from ._events import EventProcessor, EventStats
+from ._listeners import Listeners
+from ._model import EMPTY_RULESET, Ruleset
+from ._schema import MAX_DOCUMENT_BYTES, parse_document
+from ._sync import Poller
+from ._transport import Transport
+from .types import (
+    ChangeEvent,
+    ClientStatus,
+    ErrorCode,
+    EvaluationContext,
+    EvaluationEvent,
+    EvaluationResult,
+    FlagChange,
+    JSONValue,
+    Reason,
+)
+
+__all__ = ["PhaseFlagClient"]
+
+_log = logging.getLogger("phaseflag")
+_NO_VALUES: Final[Mapping[str, Any]] = {}
+_STOP_TIMEOUT: Final = 1.0
+_WARN_ONCE_LIMIT: Final = 1024
+
+T = TypeVar("T")
+J = TypeVar("J", dict[str, Any], list[Any])
+Fallback = Callable[[str, "EvaluationContext | None"], Any]
+
+
+class _State(Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class PhaseFlagClient:
+    """Evaluates PhaseFlag feature flags locally, kept fresh by a background thread.
+
+    Create one per process (per environment) and share it between threads: all
+    methods are thread-safe. Getters never raise, block or do I/O; on any problem
+    they return the caller's ``default`` and log once. ``start()`` begins syncing,
+    ``stop()`` (also at interpreter exit, and on ``with`` exit) stops it and
+    flushes events. After ``os.fork()`` a started client restarts its threads in
+    the child by itself.
+
+    Options left as None come from ``PHASEFLAG_<OPTION>`` environment variables,
+    then from the defaults shown in each option's description.
+
+    Args:
+        base_url: API root including ``/api/v1`` (env ``PHASEFLAG_BASE_URL``);
+            ``""`` disables every HTTP call (unit tests, pure bootstrap use).
+        api_key: The environment's SDK key (``PHASEFLAG_API_KEY``); never logged.
+        polling_interval: Seconds between ruleset fetches (30; ±10% jitter).
+        event_flush_interval: Seconds between event flushes (30).
+        event_batch_size: Events per POST; a full batch is sent at once (100).
+        bootstrap_file: A ruleset or ``{"flags": {key: value}}`` file loaded in
+            the constructor so reads work before the first fetch.
+        bootstrap_url: Like ``bootstrap_file``, fetched once by ``start()``.
+        offline_mode: Become ready on bootstrap/cached data as soon as the first
+            fetch fails, instead of waiting for the API (False).
+        bootstrap: Bootstrap data as a dict (same formats).
+        cache: Where the last good ruleset is kept across restarts; default a
+            ``MemoryCache``, or a ``FileCache`` in ``PHASEFLAG_CACHE_DIR`` if set.
+        default_context: Context used when a read passes none; merged under the
+            context a read passes (the read's values win).
+        max_event_queue_size: Events held before the oldest are dropped (10000).
+        request_timeout: Seconds for each HTTP request (10).
+        headers: Extra headers for every API request.
+        headers_factory: Called per request for extra headers (rotating credentials).
+        verify: TLS verification: True, or a CA bundle path; False logs a warning.
+        proxies: ``requests`` proxies mapping.
+        logger: Logger to use instead of ``logging.getLogger("phaseflag")``.
+        debug: Log SDK activity to stderr (False).
+        fetch_mode: ``"polling"`` (default) or ``"streaming"`` (Server-Sent Events).
+        max_staleness: Seconds after which held data counts as stale: a ``stale``
+            event fires once, and ``ready`` again on recovery (off).
+        fallback: ``fallback(flag_key, context)`` supplies the value when a flag is
+            missing or errors, instead of the caller's default.
+        send_events: Send analytics events and evaluation summaries (True).
+        session: A ``requests.Session`` to use (proxies, adapters, mTLS).
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        polling_interval: float | None = None,
+        event_flush_interval: float | None = None,
+        event_batch_size: int | None = None,
+        bootstrap_file: str | os.PathLike[str] | None = None,
+        bootstrap_url: str | None = None,
+        offline_mode: bool | None = None,
+        *,
+        bootstrap: Mapping[str, Any] | None = None,
+        cache: Cache | None = None,
+        default_context: EvaluationContext | None = None,
+        max_event_queue_size: int | None = None,
+        request_timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        headers_factory: Callable[[], Mapping[str, str]] | None = None,
+        verify: bool | str | None = None,
+        proxies: Mapping[str, str] | None = None,
+        logger: logging.Logger | None = None,
+        debug: bool | None = None,
+        fetch_mode: str | None = None,
+        max_staleness: float | None = None,
+        fallback: Fallback | None = None,
+        send_events: bool | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self._settings: Settings = resolve(
+            {
+                "base_url": base_url, "api_key": api_key,
+                "polling_interval": polling_interval,
+                "event_flush_interval": event_flush_interval,
+                "event_batch_size": event_batch_size,
+                "bootstrap_file": None if bootstrap_file is None else os.fspath(bootstrap_file),
+                "bootstrap_url": bootstrap_url, "offline_mode": offline_mode,
+                "max_event_queue_size": max_event_queue_size,
+                "request_timeout": request_timeout, "debug": debug, "fetch_mode": fetch_mode,
+                "max_staleness": max_staleness, "send_events": send_events, "verify": verify,
+            }
+        )
+        if default_context is not None and not isinstance(default_context, EvaluationContext):
+            raise ConfigError("default_context", "must be an EvaluationContext")
+        if fallback is not None and not callable(fallback):
+            raise ConfigError("fallback", "must be callable as fallback(flag_key, context)")
+        if headers_factory is not None and not callable(headers_factory):
+            raise ConfigError("headers_factory", "must be a callable returning a dict of headers")
+        self._log = logger or _log
+        if self._settings.debug:
+            _enable_debug_logging()
+        self._headers = dict(headers or {})
+        self._headers_factory = headers_factory
+        self._proxies = dict(proxies) if proxies else None
+        self._session = session
+        self._default_context = default_context
+        self._default_values = default_context._values if default_context else _NO_VALUES
+        self._fallback = fallback
+        self._cache: Cache = cache if cache is not None else _default_cache(self._settings)
+        self._cache_key = cache_key(self._settings.base_url, self._settings.api_key)
+
+        self._state = _State.NEW
+        self._ruleset: Ruleset = EMPTY_RULESET
+        self._ruleset_source: str | None = None
+        self._confirmed_at: float | None = None
+        self._overrides: dict[str, EvaluationResult] = {}
+        self._warned: set[str] = set()
+        self._listeners = Listeners()
+        self._ready = threading.Event()
+        self._last_sync: float | None = None
+        self._failures = 0
+        self._last_error: str | None = None
+        self._stale = False
+        self._events_dropped_offline = 0
+        self._make_locks()
+        self._transport: Transport | None = self._make_transport()
+        self._events: EventProcessor | None = self._make_events()
+        self._sync: Poller | Any | None = None
+
+        if bootstrap is not None:
+            self._load_bootstrap("bootstrap", lambda: bootstrap)
+        if self._settings.bootstrap_file:
+            path = Path(self._settings.bootstrap_file)
+            self._load_bootstrap("bootstrap_file", lambda: _read_file(path))
+
+    # -- construction helpers ---------------------------------------------------------------
+
+    def _make_locks(self) -> None:
+        self._lifecycle_lock = threading.RLock()
+        self._swap_lock = threading.Lock()
+        self._override_lock = threading.Lock()
+
+    def _make_transport(self) -> Transport | None:
+        s = self._settings
+        if not s.base_url:
+            return None
+        return Transport(
+            s.base_url, s.api_key, timeout=s.request_timeout, headers=self._headers,
+            headers_factory=self._headers_factory, verify=s.verify, proxies=self._proxies,
+            max_body_bytes=MAX_DOCUMENT_BYTES, session=self._session,
+        )
+
+    def _make_events(self) -> EventProcessor | None:
+        s = self._settings
+        if not s.base_url or not s.send_events:
+            return None
+        return EventProcessor(
+            self._post_events, flush_interval=s.event_flush_interval,
+            batch_size=s.event_batch_size, max_queue_size=s.max_event_queue_size,
+        )
+
+    def _make_sync(self) -> Any:
+        s = self._settings
+        assert self._transport is not None
+        before = self._fetch_bootstrap_url if s.bootstrap_url else None
+        if s.fetch_mode == "streaming":
+            from ._stream import Streamer
+
+            return Streamer(self._transport, self, s.polling_interval, before_first=before)
+        return Poller(
+            self._transport.fetch_ruleset, self, s.polling_interval, before_first=before
+        )
+
+    def _post_events(self, payload: dict[str, Any]) -> None:
+        transport = self._transport
+        if transport is None:
+            raise TransportError("HTTP disabled (base_url='')")
+        transport.post_events(payload)
+
+    def _load_bootstrap(self, option: str, read: Callable[[], Any]) -> None:
+        try:
+            document = read()
+            ruleset = compile_ruleset(document)
+        except RulesetError as exc:
+            raise ConfigError(option, f"is not a valid ruleset: {exc}", "run `phaseflag validate`") from None
+        except OSError as exc:
+            raise ConfigError(option, f"cannot be read: {exc.strerror or exc}", "check the path") from None
+        raw = json.dumps(ruleset.source).encode()
+        self._swap(ruleset, "bootstrap", raw)
+
+    def _fetch_bootstrap_url(self) -> None:
+        url = self._settings.bootstrap_url
+        if not url or self._transport is None:
+            return
+        try:
+            ruleset = compile_ruleset(parse_document(self._transport.fetch_url(url)))
+        except PhaseFlagError as exc:
+            self._log.warning("phaseflag: bootstrap_url could not be loaded: %s", exc)
+            self._listeners.emit("error", exc)
+            return
+        self._swap(ruleset, "bootstrap", None)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the cache and start the background threads; idempotent, never blocks on I/O."""
+        with self._lifecycle_lock:
+            if self._state is _State.RUNNING:
+                return
+            self._state = _State.RUNNING
+            _register(self)
+            self._load_cache()
+            if self._transport is None:
+                self._mark_ready()
+            else:
+                self._sync = self._sync or self._make_sync()
+                self._sync.start()
+            if self._events is not None:
+                self._events.start()
+
+    def wait_until_ready(self, timeout: float = 5.0) -> bool:
+        """Block until the first ruleset is in (or offline data is accepted); never raises.
+
+        Returns True when ready, False when ``timeout`` seconds passed first.
+        """
+        try:
+            return self._ready.wait(max(0.0, float(timeout)))
+        except Exception:
+            return self._ready.is_set()
+
+    @property
+    def is_ready(self) -> bool:
+        """True once the client has data it was told to wait for."""
+        return self._ready.is_set()
+
+    def stop(self) -> None:
+        """Stop syncing, flush queued events, join threads (bounded); idempotent."""
+        with self._lifecycle_lock:
+            if self._state is not _State.RUNNING:
+                return
+            self._state = _State.STOPPED
+        if self._sync is not None:
+            self._sync.stop(_STOP_TIMEOUT)
+        if self._events is not None:
+            self._events.stop(self._settings.request_timeout)
+        _unregister(self)
+
+    close = stop
+
+    def __enter__(self) -> PhaseFlagClient:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return (
+            f"PhaseFlagClient(base_url={self._settings.base_url!r}, "
+            f"api_key={redact(self._settings.api_key)!r}, state={self._state.value!r})"
+        )
+
+    @property
+    def polling_interval(self) -> float:
+        """Seconds between ruleset fetches; assigning takes effect at once."""
+        return self._settings.polling_interval
+
+    @polling_interval.setter
+    def polling_interval(self, seconds: float) -> None:
+        from ._config import _positive_float
+
+        value = _positive_float("polling_interval", seconds)
+        self._settings = replace(self._settings, polling_interval=value)
+        if self._sync is not None:
+            self._sync.interval = value
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def _resolve(self, flag_key: str, context: EvaluationContext | None) -> EvaluationResult:
+        overrides = self._overrides
+        if overrides:
+            hit = overrides.get(flag_key)
+            if hit is not None:
+                return hit
+        ruleset = self._ruleset
+        flag = ruleset.flags.get(flag_key)
+        if flag is None:
+            return self._missing(flag_key)
+        result = flag.static
+        if result is None:
+            if context is None:
+                values = self._default_values
+            elif type(context) is EvaluationContext and self._default_context is None:
+                values = context._values
+            else:
+                values = self._context_values(context)
+            result = evaluate_flag(flag, values, ruleset)
+        if flag.track_events:
+            events = self._events
+            if events is not None:
+                events.count(flag_key, result.variation_key)
+        return result
+
+    def _context_values(self, context: object) -> Mapping[str, Any]:
+        if isinstance(context, EvaluationContext):
+            merged = self._default_context.merge(context) if self._default_context else context
+            return merged._values
+        if isinstance(context, Mapping):  # convenience: a plain dict of the same fields
+            built = EvaluationContext(
+                user_id=context.get("user_id"), session_id=context.get("session_id"),
+                attributes={k: v for k, v in context.items() if k not in ("user_id", "session_id")},
+            )
+            return self._context_values(built)
+        raise InvalidContextError("context", f"expected an EvaluationContext, got {type(context).__name__}")
+
+    def _missing(self, flag_key: str) -> EvaluationResult:
+        if self._ruleset is EMPTY_RULESET:
+            return EvaluationResult(
+                str(flag_key), None, Reason.ERROR, error_code=ErrorCode.NOT_READY,
+                error_message="no ruleset loaded yet (not started, not ready, no bootstrap)",
+            )
+        return not_found(flag_key)
+
+    def _fallback_value(
+        self, flag_key: str, default: T, context: object, result: EvaluationResult | None, kind: str,
+        accept: Callable[[object], bool],
+    ) -> T:
+        """The caller's default (or the fallback function's value) after a miss or mismatch."""
+        if result is not None and result.value is not None:
+            self._warn_once(
+                f"type:{flag_key}:{kind}", "phaseflag: flag %r is not a %s flag (got %s); "
+                "returning the default", flag_key, kind, type(result.value).__name__,
+            )
+            return default
+        if result is not None and result.error_code is not None:
+            level = logging.DEBUG if result.error_code == ErrorCode.NOT_READY else logging.WARNING
+            self._warn_once(f"err:{flag_key}:{result.error_code}", "phaseflag: %s for flag %r: %s",
+                            result.error_code, flag_key, result.error_message, level=level)
+        if self._fallback is not None and (result is None or result.error_code is not None):
+            try:
+                value = self._fallback(flag_key, context if isinstance(context, EvaluationContext) else None)
+            except Exception:
+                self._log.exception("phaseflag: fallback raised for flag %r; returning the default", flag_key)
+                return default
+            if accept(value):
+                return value  # type: ignore[return-value]
+        return default
+
+    def _read(self, flag_key: str, context: EvaluationContext | None) -> EvaluationResult | None:
+        try:
+            return self._resolve(flag_key, context)
+        except Exception as exc:  # a read never raises: bad key type, bad context, a bug
+            self._warn_once(f"read:{flag_key!r}:{type(exc).__name__}",
+                            "phaseflag: reading flag %r failed (%s); returning the default",
+                            flag_key, exc)
+            return None
+
+    def get_boolean_value(
+        self, flag_key: str, default: bool, context: EvaluationContext | None = None
+    ) -> bool:
+        """The flag's boolean value for ``context``, or ``default`` if missing, off-type or failing."""
+        result = self._read(flag_key, context)
+        if result is not None and type(result.value) is bool:
+            return result.value
+        return self._fallback_value(flag_key, default, context, result, "boolean", _is_bool)
+
+    def get_string_value(
+        self, flag_key: str, default: str, context: EvaluationContext | None = None
+    ) -> str:
+        """The flag's string value for ``context``, or ``default``."""
+        result = self._read(flag_key, context)
+        if result is not None and type(result.value) is str:
+            return result.value
+        return self._fallback_value(flag_key, default, context, result, "string", _is_str)
+
+    def get_integer_value(
+        self, flag_key: str, default: int, context: EvaluationContext | None = None
+    ) -> int:
+        """The flag's value as an int (a whole float counts), or ``default``; bools never count."""
+        result = self._read(flag_key, context)
+        if result is not None:
+            value = result.value
+            if type(value) is int:
+                return value
+            if type(value) is float and value.is_integer():
+                return int(value)
+        return self._fallback_value(flag_key, default, context, result, "integer", _is_int)
+
+    def get_float_value(
+        self, flag_key: str, default: float, context: EvaluationContext | None = None
+    ) -> float:
+        """The flag's numeric value as a float (an int counts), or ``default``; bools never count."""
+        result = self._read(flag_key, context)
+        if result is not None and type(result.value) in (float, int):
+            return float(result.value)
+        return self._fallback_value(flag_key, default, context, result, "number", _is_number)
+
+    get_number_value = get_float_value
+
+    @overload
+    def get_json_value(self, flag_key: str, default: J, context: EvaluationContext | None = None) -> J: ...
+    @overload
+    def get_json_value(
+        self, flag_key: str, default: JSONValue, context: EvaluationContext | None = None
+    ) -> JSONValue: ...
+
+    def get_json_value(
+        self, flag_key: str, default: Any, context: EvaluationContext | None = None
+    ) -> Any:
+        """The flag's JSON object/array value (a private copy), or ``default``."""
+        result = self._read(flag_key, context)
+        if result is not None and isinstance(result.value, (dict, list)):
+            return copy_json(result.value)
+        return self._fallback_value(flag_key, default, context, result, "json", _is_json)
+
+    def get_variation(
+        self, flag_key: str, context: EvaluationContext | None = None
+    ) -> EvaluationResult | None:
+        """The full result (value, reason, variation key, rule id), or None if the flag is unknown."""
+        result = self._read(flag_key, context)
+        if result is None or result.error_code in (ErrorCode.FLAG_NOT_FOUND, ErrorCode.NOT_READY):
+            return None
+        return _private(result)
+
+    def get_details(
+        self, flag_key: str, default: Any, context: EvaluationContext | None = None
+    ) -> EvaluationResult:
+        """Like ``get_variation`` but never None: on a miss the value is ``default``."""
+        result = self._read(flag_key, context)
+        if result is None:
+            return EvaluationResult(flag_key, default, Reason.ERROR, error_code=ErrorCode.GENERAL)
+        if result.value is None:
+            return replace(result, value=default)
+        return _private(result)
+
+    def _typed_details(
+        self, flag_key: str, default: Any, context: EvaluationContext | None, accept: Callable[[object], bool],
+        kind: str,
+    ) -> EvaluationResult:
+        result = self.get_details(flag_key, default, context)
+        if result.error_code is None and not accept(result.value):
+            return EvaluationResult(
+                flag_key, default, Reason.ERROR, result.variation_key, result.rule_id,
+                ErrorCode.TYPE_MISMATCH, f"flag {flag_key!r} is not a {kind} flag",
+            )
+        if result.error_code is not None and self._fallback is not None:
+            value = self._fallback_value(flag_key, default, context, result, kind, accept)
+            return replace(result, value=value)
+        return result
+
+    def get_boolean_details(self, flag_key: str, default: bool, context: EvaluationContext | None = None) -> EvaluationResult:
+        """The boolean result with reason and variation; TYPE_MISMATCH for a non-boolean flag."""
+        return self._typed_details(flag_key, default, context, _is_bool, "boolean")
+
+    def get_string_details(self, flag_key: str, default: str, context: EvaluationContext | None = None) -> EvaluationResult:
+        """The string result with reason and variation."""
+        return self._typed_details(flag_key, default, context, _is_str, "string")
+
+    def get_integer_details(self, flag_key: str, default: int, context: EvaluationContext | None = None) -> EvaluationResult:
+        """The integer result with reason and variation (value made an int)."""
+        result = self._typed_details(flag_key, default, context, _is_int, "integer")
+        return replace(result, value=int(result.value)) if type(result.value) is float else result
+
+    def get_float_value_details(self, flag_key: str, default: float, context: EvaluationContext | None = None) -> EvaluationResult:
+        """The numeric result with reason and variation (value made a float)."""
+        result = self._typed_details(flag_key, default, context, _is_number, "number")
+        return replace(result, value=float(result.value)) if type(result.value) is int else result
+
+    get_float_details = get_float_value_details
+
+    def get_json_details(self, flag_key: str, default: Any, context: EvaluationContext | None = None) -> EvaluationResult:
+        """The JSON result with reason and variation."""
+        return self._typed_details(flag_key, default, context, _is_json, "json")
+
+    def all_flags(
+        self, context: EvaluationContext | None = None, *, details: bool = False
+    ) -> dict[str, Any]:
+        """Every flag evaluated for one context: ``{key: value}``, or with ``details=True``
+        ``{key: {"value", "variation_key", "reason"}}``; flags that error are skipped.
+        Overrides apply. JSON-serialisable; never raises."""
+        out: dict[str, Any] = {}
+        try:
+            keys = set(self._ruleset.flags) | set(self._overrides)
+            for key in sorted(keys):
+                result = self._read(key, context)
+                if result is None or result.error_code is not None or result.value is None:
+                    continue
+                value = copy_json(result.value) if isinstance(result.value, (dict, list)) else result.value
+                if details:
+                    out[key] = {"value": value, "variation_key": result.variation_key,
+                                "reason": result.reason}
+                else:
+                    out[key] = value
+        except Exception as exc:
+            self._warn_once("all_flags", "phaseflag: all_flags failed: %s", exc)
+        return out
+
+    # -- overrides -------------------------------------------------------------------------------
+
+    def set_override(self, flag_key: str, value: Any) -> None:
+        """Serve ``value`` for ``flag_key`` to every context (reason ``override``) until cleared."""
+        if not isinstance(flag_key, str):
+            raise TypeError("flag_key must be a str")
+        result = EvaluationResult(flag_key, value, Reason.OVERRIDE, variation_key="override")
+        with self._override_lock:
+            self._overrides = {**self._overrides, flag_key: result}
+
+    def clear_override(self, flag_key: str) -> None:
+        """Remove one override (no error if there was none)."""
+        with self._override_lock:
+            if flag_key in self._overrides:
+                self._overrides = {k: v for k, v in self._overrides.items() if k != flag_key}
+
+    def clear_all_overrides(self) -> None:
+        """Remove every override."""
+        with self._override_lock:
+            self._overrides = {}
+
+    # -- listeners -------------------------------------------------------------------------------
+
+    def on_flags_changed(self, callback: Callable[[dict[str, Any]], Any]) -> Callable[[], None]:
+        """Call ``callback(flags)`` after each applied change; ``flags`` maps every flag key
+        to its definition. Returns a function that unsubscribes."""
+        return self._listeners.add("flags_changed", callback)
+
+    def on(self, event: str, callback: Callable[..., Any]) -> Callable[[], None]:
+        """Subscribe to ``ready``, ``change`` (ChangeEvent), ``error`` (exception) or ``stale``
+        (seconds since fresh data); returns an unsubscribe function. Callbacks run on
+        the sync thread: keep them quick; exceptions are logged and ignored."""
+        return self._listeners.add(event, callback)
+
+    # -- remote evaluation and events ----------------------------------------------------------
+
+    def evaluate(self, flag_key: str, ctx: EvaluationContext | None = None) -> EvaluationResult:
+        """Evaluate on the server (POST /sdk/evaluate); never raises.
+
+        On failure (network, auth, timeout, bad response) the local evaluation is
+        returned with ``error_message`` saying the remote call failed; a 404 from
+        the server is a FLAG_NOT_FOUND result.
+        """
+        local = self.get_details(flag_key, None, ctx)
+        transport = self._transport
+        if transport is None:
+            return replace(local, error_message="remote evaluation unavailable: HTTP disabled")
+        try:
+            context = (ctx or self._default_context or EvaluationContext()).to_dict()
+            data = transport.evaluate(flag_key, context)
+        except TransportError as exc:
+            if exc.status == 404:
+                return not_found(flag_key)
+            return replace(local, error_message=f"remote evaluation failed: {exc}; local result")
+        except Exception as exc:
+            return replace(local, error_message=f"remote evaluation failed: {exc}; local result")
+        return EvaluationResult(
+            flag_key=str(data.get("flag_key", flag_key)), value=data.get("value"),
+            reason=str(data.get("reason", Reason.DEFAULT)), variation_key=data.get("variation_key"),
+            rule_id=data.get("rule_id"), error_code=data.get("error_code"),
+            error_message=data.get("error_message"),
+        )
+
+    def track_event(self, event: EvaluationEvent) -> None:
+        """Queue an analytics event; O(1), never blocks or raises (see ``status()`` for drops)."""
+        if not isinstance(event, EvaluationEvent):
+            self._warn_once("track_event:type", "phaseflag: track_event needs an EvaluationEvent, got %s",
+                            type(event).__name__)
+            return
+        events = self._events
+        if events is None:
+            self._events_dropped_offline += 1
+            return
+        events.track(event)
+
+    def flush_events(self) -> bool:
+        """Send every queued event now; True when all were delivered. Never raises."""
+        events = self._events
+        if events is None:
+            return True
+        try:
+            return events.flush()
+        except Exception as exc:
+            self._log.warning("phaseflag: flush_events failed: %s", exc)
+            return False
+
+    # -- health ----------------------------------------------------------------------------------
+
+    def status(self) -> ClientStatus:
+        """An immutable snapshot of readiness, data age, sync failures and event counters."""
+        now = time.time()
+        ruleset = self._ruleset
+        stats = self._events.stats() if self._events is not None else EventStats(0, 0, 0, 0)
+        self._check_staleness(now)
+        return ClientStatus(
+            state=self._state.value,
+            ready=self.is_ready,
+            ruleset_version=None if ruleset is EMPTY_RULESET else ruleset.version,
+            ruleset_source=self._ruleset_source,
+            ruleset_age=None if self._confirmed_at is None else now - self._confirmed_at,
+            flag_count=len(ruleset.flags),
+            last_sync=self._last_sync,
+            consecutive_failures=self._failures,
+            last_error=self._last_error,
+            stale=self._stale,
+            events_sent=stats.sent,
+            events_dropped=stats.dropped + self._events_dropped_offline,
+            events_failed=stats.failed,
+            events_queued=stats.queued,
+        )
+
+    @property
+    def ruleset(self) -> Ruleset:
+        """The compiled ruleset currently served (immutable)."""
+        return self._ruleset
+
+    # -- sync sink (called by the sync thread) -------------------------------------------------
+
+    def apply_document(self, raw: bytes, source: str) -> None:
+        """Validate, compile and swap in a fetched ruleset; raises RulesetError to reject it."""
+        ruleset = load_ruleset(raw, previous=self._ruleset)
+        self._swap(ruleset, source, raw)
+
+    def sync_succeeded(self) -> None:
+        """Record a good fetch; (re)announce readiness after an outage."""
+        now = time.time()
+        self._last_sync = now
+        self._confirmed_at = now
+        recovered = self._failures > 0
+        self._failures = 0
+        if recovered:
+            self._log.info("phaseflag: sync recovered")
+        if self._stale:
+            self._stale = False
+            self._listeners.emit("ready")
+        self._mark_ready()
+
+    def sync_failed(self, error: Exception) -> None:
+        """Record a failed fetch or a rejected ruleset; the last good ruleset stays in use."""
+        self._failures += 1
+        self._last_error = f"{type(error).__name__}: {error}"
+        level = logging.WARNING if self._failures == 1 else logging.DEBUG
+        self._log.log(level, "phaseflag: ruleset sync failed (%d in a row), keeping the last good "
+                      "ruleset: %s", self._failures, self._last_error)
+        self._listeners.emit("error", error)
+        if self._settings.offline_mode and self._ruleset is not EMPTY_RULESET:
+            self._mark_ready()
+        self._check_staleness(time.time())
+
+    def _check_staleness(self, now: float) -> None:
+        limit = self._settings.max_staleness
+        if limit is None or self._stale or self._confirmed_at is None:
+            return
+        age = now - self._confirmed_at
+        if age > limit and self._failures > 0:
+            self._stale = True
+            self._log.warning("phaseflag: flag data is %.0fs old (max_staleness %.0fs)", age, limit)
+            self._listeners.emit("stale", age)
+
+    def _mark_ready(self) -> None:
+        if not self._ready.is_set():
+            self._ready.set()
+            self._listeners.emit("ready")
+
+    def _swap(self, ruleset: Ruleset, source: str, raw: bytes | None) -> bool:
+        """Make ``ruleset`` current (one reference assignment) and announce the change.
+
+        Bootstrap and cached data replace what is held only with a higher version;
+        live data always replaces it.
+        """
+        with self._swap_lock:
+            old = self._ruleset
+            if source != "live" and old is not EMPTY_RULESET and ruleset.version <= old.version:
+                return False
+            self._ruleset = ruleset
+            self._ruleset_source = source
+        if self._confirmed_at is None or source == "live":
+            self._confirmed_at = time.time()
+        if source == "live" and raw is not None:
+            try:
+                self._cache.set(self._cache_key, raw)
+            except Exception as exc:
+                self._warn_once("cache:set", "phaseflag: could not write the ruleset cache: %s", exc)
+        changes = _diff(old, ruleset)
+        if changes:
+            self._log.debug("phaseflag: ruleset v%s applied from %s (%d flags changed)",
+                            ruleset.version, source, len(changes))
+            previous = None if old is EMPTY_RULESET else old.version
+            self._listeners.emit("change", ChangeEvent(changes, previous, ruleset.version, source))
+            if self._listeners.has("flags_changed"):
+                self._listeners.emit(
+                    "flags_changed", {key: dict(flag.source) for key, flag in ruleset.flags.items()}
+                )
+        return True
+
+    def _load_cache(self) -> None:
+        try:
+            raw = self._cache.get(self._cache_key)
+        except Exception as exc:
+            self._warn_once("cache:get", "phaseflag: could not read the ruleset cache: %s", exc)
+            return
+        if not raw:
+            return
+        try:
+            self._swap(load_ruleset(raw), "cache", None)
+        except RulesetError as exc:
+            self._log.warning("phaseflag: ignoring the cached ruleset: %s", exc)
+
+    # -- fork support ----------------------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        """Re-create locks, the HTTP session and threads in a forked child."""
+        self._make_locks()
+        self._listeners.reset_after_fork()
+        self._transport = self._make_transport()
+        if self._events is not None:
+            self._events.reset_after_fork()
+        self._sync = None
+        if self._state is _State.RUNNING:
+            self._state = _State.NEW
+            self.start()
+
+    def _warn_once(self, key: str, message: str, *args: object, level: int = logging.WARNING) -> None:
+        if key in self._warned:
+            return
+        if len(self._warned) < _WARN_ONCE_LIMIT:
+            self._warned.add(key)
+        self._log.log(level, message, *args)
+
+
+# -- module helpers ----------------------------------------------------------------------------
+
+
+def _is_bool(value: object) -> bool:
+    return type(value) is bool
+
+
+def _is_str(value: object) -> bool:
+    return type(value) is str
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int or (type(value) is float and value.is_integer())  # type: ignore[attr-defined]
+
+
+def _is_number(value: object) -> bool:
+    return type(value) in (int, float)
+
+
+def _is_json(value: object) -> bool:
+    return isinstance(value, (dict, list))
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts and lists), so callers can't alter the ruleset."""
+    if isinstance(value, dict):
+        return {k: copy_json(v) if isinstance(v, (dict, list)) else v for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) if isinstance(v, (dict, list)) else v for v in value]
+    return value
+
+
+def _private(result: EvaluationResult) -> EvaluationResult:
+    if isinstance(result.value, (dict, list)):
+        return replace(result, value=copy_json(result.value))
+    return result
+
+
+def _diff(old: Ruleset, new: Ruleset) -> tuple[FlagChange, ...]:
+    changes = []
+    for key, flag in new.flags.items():
+        before = old.flags.get(key)
+        if before is None:
+            changes.append(FlagChange(key, None, flag.version, added=True))
+        elif before is not flag:
+            changes.append(FlagChange(key, before.version, flag.version))
+    for key, flag in old.flags.items():
+        if key not in new.flags:
+            changes.append(FlagChange(key, flag.version, None, removed=True))
+    return tuple(changes)
+
+
+def _read_file(path: Path) -> Any:
+    raw = path.read_bytes()
+    return parse_document(raw)
+
+
+def _default_cache(settings: Settings) -> Cache:
+    if settings.cache_dir:
+        return FileCache(settings.cache_dir)
+    return MemoryCache()
+
+
+_debug_handler: logging.Handler | None = None
+
+
+def _enable_debug_logging() -> None:
+    global _debug_handler
+    if _debug_handler is None:
+        _debug_handler = logging.StreamHandler(sys.stderr)
+        _debug_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        _log.addHandler(_debug_handler)
+    _log.setLevel(logging.DEBUG)
+
+
+# Live clients, held weakly: atexit stops them, fork restarts them in the child.
+_live: weakref.WeakSet[PhaseFlagClient] = weakref.WeakSet()
+_hooks_installed = False
+_hooks_lock = threading.Lock()
+
+
+def _register(client: PhaseFlagClient) -> None:
+    global _hooks_installed
+    with _hooks_lock:
+        _live.add(client)
+        if not _hooks_installed:
+            _hooks_installed = True
+            atexit.register(_stop_all)
+            if hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=_restart_all_in_child)
+
+
+def _unregister(client: PhaseFlagClient) -> None:
+    with _hooks_lock:
+        _live.discard(client)
+
+
+def _stop_all() -> None:
+    for client in list(_live):
+        try:
+            client.stop()
+        except Exception:  # interpreter exit: never raise
+            _log.debug("phaseflag: stop at exit failed", exc_info=True)
+
+
+def _restart_all_in_child() -> None:
+    global _hooks_lock
+    _hooks_lock = threading.Lock()
+    for client in list(_live):
+        try:
+            client._after_fork_in_child()
+        except Exception:
+            _log.exception("phaseflag: could not restart a client after fork")
