@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from ._model import Condition, Flag, Rollout, Rule, Ruleset, Segment, Serve
-from ._operators import InvalidCondition, compile_condition, fuse
+from ._operators import InvalidCondition, compile_condition, fuse, match_rules
 from ._schema import (
     json_depth_exceeds,
     parse_document,
@@ -349,6 +349,7 @@ def _build_flag(raw: dict[str, Any], segments: Mapping[str, Segment]) -> Flag:
         static=static,
         source=raw,
         segment_keys=frozenset(used_segments),
+        match_rules=match_rules(tuple(rule.conditions for rule in rules)) if len(rules) > 1 else None,
     )
 
 

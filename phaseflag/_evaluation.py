@@ -70,6 +70,10 @@ def evaluate_flag(
         if hit is not None:
             return hit
     if trace is None:
+        matcher = flag.match_rules
+        if matcher is not None:
+            index = matcher(values)
+            return _serve(flag.rules[index].serve if index >= 0 else flag.default, values, None)
         for rule in flag.rules:
             if rule.match(values):
                 return _serve(rule.serve, values, None)

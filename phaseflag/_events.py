@@ -7,6 +7,7 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -87,7 +88,7 @@ class EventProcessor:
         batch_size: int = 100,
         max_queue_size: int = 10_000,
     ) -> None:
-        if not flush_interval > 0:
+        if not (math.isfinite(flush_interval) and flush_interval > 0):
             raise ConfigError(
                 "event_flush_interval", f"must be > 0 seconds, got {flush_interval!r}"
             )
@@ -99,6 +100,8 @@ class EventProcessor:
         self._flush_interval = float(flush_interval)
         self._batch_size = batch_size
         self._max_queue_size = max_queue_size
+        # A full queue wakes the flusher too, even when batch_size is larger.
+        self._wake_at = min(batch_size, max_queue_size)
         self._state = _State.NEW
         self._loop = Loop("events", self._step)
         # Touched by track()/count() without a lock (single deque/dict/count operations
@@ -131,12 +134,12 @@ class EventProcessor:
         """Queue one custom event; O(1), lock-free, never blocks or raises.
 
         When the queue is full the oldest event is dropped (and counted in ``dropped``).
-        Once ``batch_size`` events wait, the flusher is woken.
+        Once ``batch_size`` events wait (or the queue is full), the flusher is woken.
         """
         queue = self._queue
         queue.append(event)
         size = len(queue)
-        if size >= self._batch_size:
+        if size >= self._wake_at:
             if size > self._max_queue_size:
                 try:
                     queue.popleft()
@@ -261,7 +264,7 @@ class EventProcessor:
             now >= self._next_flush
             or self._wake_pending
             or self._outbox
-            or len(self._queue) >= self._batch_size
+            or len(self._queue) >= self._wake_at
         ):
             self._next_flush = now + self._flush_interval
             with self._send_lock:

@@ -121,6 +121,8 @@ class Flag:
     error_path: str = ""
     source: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     segment_keys: frozenset[str] = frozenset()
+    # Index of the first matching rule (-1: none), when rules share conditions.
+    match_rules: Callable[[Values], int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

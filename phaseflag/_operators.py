@@ -9,7 +9,9 @@ is negated; ``negate`` flips only a real comparison. Multi-valued operands mean
 
 from __future__ import annotations
 
+import json
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -24,6 +26,7 @@ __all__ = [
     "OPERATORS",
     "InvalidCondition",
     "compile_condition",
+    "match_rules",
     "parse_date",
     "parse_semver",
 ]
@@ -226,23 +229,48 @@ def _numbers(operator: str, operands: list[Any]) -> list[float]:
     return out
 
 
-def _compare(name: str, convert: Callable[[object], Any], pick: Callable[..., Any], cmp: str) -> Builder:
-    """A builder for ordered comparisons against the min/max operand ("any of" semantics)."""
-    import operator as op
+def _compare(name: str, kind: str, pick: Callable[..., Any], cmp: str) -> Builder:
+    """A builder for ordered comparisons against the min/max operand ("any of" semantics).
 
-    compare: Callable[[Any, Any], bool] = getattr(op, cmp)
+    The context value is converted inline for the common types (one call fewer on
+    the hot path); ``compare`` is the C-level ``operator`` function.
+    """
+    compare: Callable[[Any, Any], bool] = getattr(operator, cmp)
 
     def build(attr: str, operands: list[Any], negate: bool, fold: bool) -> Test:
-        parsed = _operands_for(name, operands)
-        bound = pick(parsed)
+        bound = pick(_operands_for(name, operands))
+        if kind == "number":
 
-        def test(values: Values) -> bool:
-            value = convert(values.get(attr))
-            if value is None:
-                return False
-            return compare(value, bound) is not negate
+            def number_test(values: Values) -> bool:
+                value = values.get(attr)
+                kind_ = type(value)
+                if kind_ is not int and kind_ is not float:
+                    if kind_ is not str:
+                        return False
+                    value = _number(value)
+                    if value is None:
+                        return False
+                return compare(value, bound) is not negate
 
-        return test
+            return number_test
+        if kind == "semver":
+
+            def semver_test(values: Values) -> bool:
+                value = values.get(attr)
+                if type(value) is not str:
+                    return False
+                key = memo_get(value, _UNSEEN)
+                if key is _UNSEEN:
+                    key = semver_of(value)
+                return key is not None and compare(key, bound) is not negate
+
+            return semver_test
+
+        def date_test(values: Values) -> bool:
+            value = parse_date(values.get(attr))
+            return value is not None and compare(value, bound) is not negate
+
+        return date_test
 
     return build
 
@@ -262,7 +290,26 @@ def _operands_for(name: str, operands: list[Any]) -> list[Any]:
 
 
 def _semver_value(value: object) -> SemverKey | None:
-    return parse_semver(value) if type(value) is str else None  # type: ignore[arg-type]
+    return semver_of(value) if type(value) is str else None  # type: ignore[arg-type]
+
+
+# Context versions parsed so far: a bounded memo of a pure function (a plain dict,
+# because a dict lookup costs a third of an lru_cache call on the read path).
+_SEMVER_MEMO: dict[str, SemverKey | None] = {}
+_SEMVER_MEMO_SIZE: Final = 4096
+_UNSEEN: Final[Any] = object()
+memo_get = _SEMVER_MEMO.get
+
+
+def semver_of(text: str) -> SemverKey | None:
+    """``parse_semver`` through the read-path memo."""
+    key = _SEMVER_MEMO.get(text, _UNSEEN)
+    if key is _UNSEEN:
+        key = parse_semver(text)
+        if len(_SEMVER_MEMO) >= _SEMVER_MEMO_SIZE:
+            _SEMVER_MEMO.clear()
+        _SEMVER_MEMO[text] = key
+    return key  # type: ignore[no-any-return]
 
 
 def _semver_eq(attr: str, operands: list[Any], negate: bool, fold: bool) -> Test:
@@ -291,17 +338,17 @@ OPERATORS: Final[Mapping[str, Builder]] = {
     "starts_with": _string_op(str.startswith, "starts_with"),
     "ends_with": _string_op(str.endswith, "ends_with"),
     "matches": _matches,
-    "gt": _compare("gt", _number, min, "gt"),
-    "gte": _compare("gte", _number, min, "ge"),
-    "lt": _compare("lt", _number, max, "lt"),
-    "lte": _compare("lte", _number, max, "le"),
+    "gt": _compare("gt", "number", min, "gt"),
+    "gte": _compare("gte", "number", min, "ge"),
+    "lt": _compare("lt", "number", max, "lt"),
+    "lte": _compare("lte", "number", max, "le"),
     "semver_eq": _semver_eq,
-    "semver_gt": _compare("semver_gt", _semver_value, min, "gt"),
-    "semver_gte": _compare("semver_gte", _semver_value, min, "ge"),
-    "semver_lt": _compare("semver_lt", _semver_value, max, "lt"),
-    "semver_lte": _compare("semver_lte", _semver_value, max, "le"),
-    "before": _compare("before", parse_date, max, "lt"),
-    "after": _compare("after", parse_date, min, "gt"),
+    "semver_gt": _compare("semver_gt", "semver", min, "gt"),
+    "semver_gte": _compare("semver_gte", "semver", min, "ge"),
+    "semver_lt": _compare("semver_lt", "semver", max, "lt"),
+    "semver_lte": _compare("semver_lte", "semver", max, "le"),
+    "before": _compare("before", "date", max, "lt"),
+    "after": _compare("after", "date", min, "gt"),
     "exists": _exists,
 }
 
@@ -367,3 +414,56 @@ def fuse(conditions: tuple[Condition, ...]) -> Test:
 
 def _always(values: Values) -> bool:
     return True
+
+
+def _identity(condition: Condition) -> str:
+    source = condition.source
+    return json.dumps(
+        [condition.attribute, condition.operator, source.get("values", []),
+         bool(source.get("negate")), bool(source.get("case_insensitive"))],
+        sort_keys=True, default=str,
+    )
+
+
+def match_rules(rules: tuple[tuple[Condition, ...], ...]) -> Callable[[Values], int] | None:
+    """One function answering "index of the first rule whose conditions all hold, or -1".
+
+    Worth it only when rules share identical conditions: each shared condition is then
+    evaluated at most once per read (common-subexpression elimination). Returns None
+    when nothing is shared, and the evaluator walks the rules' fused tests instead.
+    The generated source contains only generated identifiers; attribute names and
+    operands stay in the namespace as values, never in the code.
+    """
+    ids: dict[str, int] = {}
+    tests: list[Test] = []
+    layout: list[list[int]] = []
+    for conditions in rules:
+        row = []
+        for condition in conditions:
+            key = _identity(condition)
+            if key not in ids:
+                ids[key] = len(tests)
+                tests.append(condition.test)
+            row.append(ids[key])
+        layout.append(row)
+    uses = [0] * len(tests)
+    for row in layout:
+        for index in set(row):
+            uses[index] += 1
+    shared = sorted(i for i, n in enumerate(uses) if n > 1)
+    if not shared or len(rules) > 1000:
+        return None
+    lines = ["def match(values):"]
+    lines.append("    " + " = ".join(f"c{i}" for i in shared) + " = _U")
+    for number, row in enumerate(layout):
+        terms = [
+            f"(c{i} if c{i} is not _U else (c{i} := t{i}(values)))" if uses[i] > 1 else f"t{i}(values)"
+            for i in row
+        ]
+        lines.append(f"    if {' and '.join(terms)}:" if terms else "    if True:")
+        lines.append(f"        return {number}")
+    lines.append("    return -1")
+    namespace: dict[str, Any] = {"_U": _UNSEEN, **{f"t{i}": t for i, t in enumerate(tests)}}
+    exec(compile("\n".join(lines), "<phaseflag rules>", "exec"), namespace)  # noqa: S102
+    matcher: Callable[[Values], int] = namespace["match"]
+    return matcher

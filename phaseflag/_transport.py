@@ -380,7 +380,7 @@ class Transport:
         deadline = time.monotonic() + max(_MIN_BODY_DEADLINE, 6 * self._timeout)
         parts: list[bytes] = []
         raw_total = total = 0
-        for chunk in self._iter_raw(resp, what, _read_full):
+        for chunk in self._iter_raw(resp, what):
             raw_total += len(chunk)
             for piece in decoder.feed(chunk):
                 total += len(piece)
@@ -397,19 +397,17 @@ class Transport:
     def _iter_stream(self, resp: requests.Response, what: str) -> Iterator[bytes]:
         decoder = _Decoder(resp.headers.get("Content-Encoding", ""), what)
         try:
-            for chunk in self._iter_raw(resp, what, _read_some):
+            for chunk in self._iter_raw(resp, what):
                 yield from decoder.feed(chunk)
         except TransportError:
             if self._closed:
                 return  # close() interrupted the read on purpose
             raise
 
-    def _iter_raw(
-        self, resp: requests.Response, what: str, read: Callable[[Any], bytes]
-    ) -> Iterator[bytes]:
+    def _iter_raw(self, resp: requests.Response, what: str) -> Iterator[bytes]:
         while True:
             try:
-                chunk = read(resp.raw)
+                chunk = _read_some(resp.raw)
             except urllib3.exceptions.ReadTimeoutError as exc:
                 raise TransportError(f"{what}: read timed out") from exc
             except _READ_ERRORS as exc:
@@ -489,13 +487,11 @@ def _new_inflater() -> Any:
     return zlib.decompressobj(32 + zlib.MAX_WBITS)
 
 
-def _read_full(raw: Any) -> bytes:
-    data: bytes = raw.read(_CHUNK, decode_content=False)
-    return data
-
-
 def _read_some(raw: Any) -> bytes:
-    """Return what has arrived (up to _CHUNK) without waiting for a full chunk: SSE is live."""
+    """Return what has arrived (up to _CHUNK) without waiting for a full chunk.
+
+    SSE events must surface as they arrive, and a body's deadline is checked between reads.
+    """
     read1 = getattr(raw, "read1", None)
     if read1 is not None:  # urllib3 >= 2.3
         data: bytes = read1(_CHUNK, decode_content=False)

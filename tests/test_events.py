@@ -192,11 +192,16 @@ class TestPayload:
         stats = processor.stats()
         assert stats == EventStats(sent=0, dropped=0, failed=0, queued=1)
         with pytest.raises(AttributeError):
-            stats.sent = 5  # type: ignore[misc]
+            stats.sent = 5  # type: ignore[misc, unused-ignore]
 
     @pytest.mark.parametrize(
         "kwargs",
-        [{"flush_interval": 0}, {"batch_size": 0}, {"max_queue_size": 0}],
+        [
+            {"flush_interval": 0},
+            {"flush_interval": float("inf")},
+            {"batch_size": 0},
+            {"max_queue_size": 0},
+        ],
     )
     def test_bad_options_raise_config_error(self, kwargs: dict[str, Any]) -> None:
         """Non-positive options are rejected with ConfigError."""
@@ -371,6 +376,16 @@ class TestBounds:
         assert processor.stats() == EventStats(sent=0, dropped=3, failed=0, queued=5)
         assert processor.flush() is True
         assert send.ids() == [3, 4, 5, 6, 7]
+
+    def test_queue_is_bounded_when_batch_size_exceeds_it(self, make: Any) -> None:
+        """A batch_size above max_queue_size still bounds the queue and drops the oldest."""
+        send = FakeSend()
+        processor = make(send, batch_size=100, max_queue_size=4)
+        for i in range(10):
+            processor.track(event(i))
+        assert processor.stats() == EventStats(sent=0, dropped=6, failed=0, queued=4)
+        assert processor.flush() is True
+        assert send.ids() == [6, 7, 8, 9]
 
     def test_drops_warn_once_per_window(self, make: Any, caplog: pytest.LogCaptureFixture) -> None:
         """Dropping many events logs one warning per flush window, not one per event."""

@@ -1,0 +1,7 @@
+"""``python -m phaseflag`` runs the command-line tool."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())
