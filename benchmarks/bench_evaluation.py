@@ -32,36 +32,68 @@ def _cond(attribute: str, operator: str, values: list[Any]) -> dict[str, Any]:
 
 
 def _split(on: float) -> dict[str, Any]:
-    return {"rollout": {"variations": [{"variation": "on", "weight": on},
-                                       {"variation": "off", "weight": 100 - on}]}}
+    return {
+        "rollout": {
+            "variations": [
+                {"variation": "on", "weight": on},
+                {"variation": "off", "weight": 100 - on},
+            ]
+        }
+    }
 
 
 def build_ruleset() -> dict[str, Any]:
     """The four scenario flags (DESIGN-format ruleset)."""
     s4_rules = [
-        {"id": f"r{i}",
-         "conditions": [_cond("plan", "in", ["pro", "enterprise", "team"]),
-                        _cond("account_age", "gt", [10]),
-                        _cond("app_version", "semver_gte", [f"{9 - i}.0.0"])],
-         "serve": {"variation": "on"}}
+        {
+            "id": f"r{i}",
+            "conditions": [
+                _cond("plan", "in", ["pro", "enterprise", "team"]),
+                _cond("account_age", "gt", [10]),
+                _cond("app_version", "semver_gte", [f"{9 - i}.0.0"]),
+            ],
+            "serve": {"variation": "on"},
+        }
         for i in range(9)
     ]
-    s4_rules.append({"id": "r9",
-                     "conditions": [_cond("plan", "in", ["pro", "enterprise", "team"]),
-                                    _cond("account_age", "gt", [10]),
-                                    _cond("app_version", "semver_gte", ["1.0.0"])],
-                     "serve": _split(50)})
-    return {"schema_version": 1, "version": 1, "flags": [
-        {"key": "s1", "type": "boolean", "variations": BOOL, "default": {"variation": "on"}},
-        {"key": "s2", "type": "boolean", "variations": BOOL,
-         "rules": [{"conditions": [_cond("plan", "in", ["pro", "enterprise"])],
-                    "serve": {"variation": "on"}}],
-         "default": {"variation": "off"}},
-        {"key": "s3", "type": "boolean", "variations": BOOL, "default": _split(50)},
-        {"key": "s4", "type": "string",
-         "variations": [{"key": "on", "value": "on"}, {"key": "off", "value": "off"}],
-         "rules": s4_rules, "default": {"variation": "off"}},
-    ]}
+    s4_rules.append(
+        {
+            "id": "r9",
+            "conditions": [
+                _cond("plan", "in", ["pro", "enterprise", "team"]),
+                _cond("account_age", "gt", [10]),
+                _cond("app_version", "semver_gte", ["1.0.0"]),
+            ],
+            "serve": _split(50),
+        }
+    )
+    return {
+        "schema_version": 1,
+        "version": 1,
+        "flags": [
+            {"key": "s1", "type": "boolean", "variations": BOOL, "default": {"variation": "on"}},
+            {
+                "key": "s2",
+                "type": "boolean",
+                "variations": BOOL,
+                "rules": [
+                    {
+                        "conditions": [_cond("plan", "in", ["pro", "enterprise"])],
+                        "serve": {"variation": "on"},
+                    }
+                ],
+                "default": {"variation": "off"},
+            },
+            {"key": "s3", "type": "boolean", "variations": BOOL, "default": _split(50)},
+            {
+                "key": "s4",
+                "type": "string",
+                "variations": [{"key": "on", "value": "on"}, {"key": "off", "value": "off"}],
+                "rules": s4_rules,
+                "default": {"variation": "off"},
+            },
+        ],
+    }
 
 
 # -- hand-written baseline: what a developer would write with a dict and if-statements ------
@@ -109,8 +141,13 @@ def make_contexts() -> tuple[list[EvaluationContext], list[dict[str, Any]]]:
     """10k users; half on a paid plan (S2 matches half); all on app 0.9.0 -> S4's tenth rule."""
     ctxs, plain = [], []
     for i in range(N_CONTEXTS):
-        attrs = {"plan": "pro" if i % 2 else "free", "account_age": 30 + i % 50,
-                 "app_version": "0.9.0" if i % 2 else "0.9.0", "country": "US", "beta": False}
+        attrs = {
+            "plan": "pro" if i % 2 else "free",
+            "account_age": 30 + i % 50,
+            "app_version": "0.9.0" if i % 2 else "0.9.0",
+            "country": "US",
+            "beta": False,
+        }
         if i % 2 == 0:
             attrs["plan"] = "free"
         ctxs.append(EvaluationContext(user_id=f"user-{i}", attributes=attrs))
@@ -123,7 +160,9 @@ def run(rounds: int) -> dict[str, Any]:
     client = PhaseFlagClient(base_url="", api_key="", bootstrap=build_ruleset())
     ctxs, plain = make_contexts()
     paid = [i for i in range(N_CONTEXTS) if plain[i]["plan"] == "pro"]
-    getters: dict[str, tuple[Callable[..., Any], str, Any, Callable[[dict[str, Any]], Any], Any]] = {
+    getters: dict[
+        str, tuple[Callable[..., Any], str, Any, Callable[[dict[str, Any]], Any], Any]
+    ] = {
         "S1": (client.get_boolean_value, "s1", False, base_s1, range(N_CONTEXTS)),
         "S2": (client.get_boolean_value, "s2", False, base_s2, range(N_CONTEXTS)),
         "S3": (client.get_boolean_value, "s3", False, base_s3, range(N_CONTEXTS)),
@@ -136,7 +175,13 @@ def run(rounds: int) -> dict[str, Any]:
 
     samples: dict[str, list[float]] = {name: [] for name in [*getters, "context"]}
     base_samples: dict[str, list[float]] = {name: [] for name in getters}
-    attrs5 = {"plan": "pro", "country": "US", "app_version": "2.4.1", "account_age": 365, "beta": True}
+    attrs5 = {
+        "plan": "pro",
+        "country": "US",
+        "app_version": "2.4.1",
+        "account_age": 365,
+        "beta": True,
+    }
     gc.disable()
     try:
         for _ in range(rounds):  # interleaved rounds: drift affects both sides alike
@@ -161,15 +206,22 @@ def run(rounds: int) -> dict[str, Any]:
     results = {}
     for name, values in samples.items():
         median = statistics.median(values)
-        row: dict[str, Any] = {"median_ns": round(median, 1), "target_ns": TARGETS_NS[name],
-                               "met": median <= TARGETS_NS[name]}
+        row: dict[str, Any] = {
+            "median_ns": round(median, 1),
+            "target_ns": TARGETS_NS[name],
+            "met": median <= TARGETS_NS[name],
+        }
         if name in base_samples:
             base_ns = statistics.median(base_samples[name])
             row["baseline_ns"] = round(base_ns, 1)
             row["ratio_to_baseline"] = round(median / base_ns, 2)
         results[name] = row
-    return {"python": sys.version.split()[0], "machine": platform.machine(),
-            "rounds": rounds, "results": results}
+    return {
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "rounds": rounds,
+        "results": results,
+    }
 
 
 def main() -> int:
@@ -178,11 +230,15 @@ def main() -> int:
     parser.add_argument("--json", default=str(Path(__file__).with_name("results_evaluation.json")))
     args = parser.parse_args()
     report = run(args.rounds)
-    print(f"{'scenario':<10}{'phaseflag ns':>14}{'dict+if ns':>12}{'ratio':>8}{'target ns':>11}  met")
+    print(
+        f"{'scenario':<10}{'phaseflag ns':>14}{'dict+if ns':>12}{'ratio':>8}{'target ns':>11}  met"
+    )
     for name, row in report["results"].items():
-        print(f"{name:<10}{row['median_ns']:>14.0f}{row.get('baseline_ns', float('nan')):>12.0f}"
-              f"{row.get('ratio_to_baseline') or float('nan'):>8.2f}{row['target_ns']:>11}  "
-              f"{'yes' if row['met'] else 'NO'}")
+        print(
+            f"{name:<10}{row['median_ns']:>14.0f}{row.get('baseline_ns', float('nan')):>12.0f}"
+            f"{row.get('ratio_to_baseline') or float('nan'):>8.2f}{row['target_ns']:>11}  "
+            f"{'yes' if row['met'] else 'NO'}"
+        )
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.json}")
     return 0

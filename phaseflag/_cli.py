@@ -46,7 +46,10 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--user", help="user_id of the context")
     evaluate.add_argument("--session", help="session_id of the context")
     evaluate.add_argument(
-        "--attr", action="append", default=[], metavar="KEY=VALUE",
+        "--attr",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="an attribute; numbers and true/false are typed, quote as '\"30\"' for a string",
     )
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -56,8 +59,13 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("ruleset_file", metavar="RULESET_FILE")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--api-key", action="append", default=[], dest="api_keys",
-                       help="accepted SDK key (repeatable); none = open server")
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        dest="api_keys",
+        help="accepted SDK key (repeatable); none = open server",
+    )
     serve.add_argument("--events-out", help="append received events to this JSON-lines file")
     return parser
 
@@ -101,7 +109,9 @@ def _validate(files: Sequence[str]) -> int:
                 print(f"  {where}: {message}")
         else:
             kind = "shorthand" if ruleset.shorthand else f"version {ruleset.version}"
-            print(f"{path}: ok ({len(ruleset.flags)} flags, {len(ruleset.segments)} segments, {kind})")
+            print(
+                f"{path}: ok ({len(ruleset.flags)} flags, {len(ruleset.segments)} segments, {kind})"
+            )
     return status
 
 
@@ -112,7 +122,9 @@ def _eval(args: argparse.Namespace) -> int:
         raise _UsageError(f"{args.file}: {exc}") from None
     attributes = dict(_parse_attr(item) for item in args.attr)
     try:
-        context = EvaluationContext(user_id=args.user, session_id=args.session, attributes=attributes)
+        context = EvaluationContext(
+            user_id=args.user, session_id=args.session, attributes=attributes
+        )
     except PhaseFlagError as exc:
         raise _UsageError(str(exc)) from None
     explanation = explain(ruleset, args.flag, context)
@@ -148,8 +160,13 @@ def _serve(args: argparse.Namespace) -> int:
         _load(args.ruleset_file)
     except RulesetError as exc:
         raise _UsageError(f"{args.ruleset_file}: {exc}") from None
-    run(args.ruleset_file, host=args.host, port=args.port, api_keys=args.api_keys,
-        events_out=args.events_out)
+    run(
+        args.ruleset_file,
+        host=args.host,
+        port=args.port,
+        api_keys=args.api_keys,
+        events_out=args.events_out,
+    )
     return 0
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Final, TypeVar, cast, overload
 
 import requests
 
@@ -146,7 +146,7 @@ class PhaseFlagClient:
                 "polling_interval": polling_interval,
                 "event_flush_interval": event_flush_interval,
                 "event_batch_size": event_batch_size,
-                "bootstrap_file": None if bootstrap_file is None else os.fspath(bootstrap_file),
+                "bootstrap_file": _fspath("bootstrap_file", bootstrap_file),
                 "bootstrap_url": bootstrap_url, "offline_mode": offline_mode,
                 "max_event_queue_size": max_event_queue_size,
                 "request_timeout": request_timeout, "debug": debug, "fetch_mode": fetch_mode,
@@ -159,6 +159,7 @@ class PhaseFlagClient:
             raise ConfigError("fallback", "must be callable as fallback(flag_key, context)")
         if headers_factory is not None and not callable(headers_factory):
             raise ConfigError("headers_factory", "must be a callable returning a dict of headers")
+        _check_types(headers=headers, proxies=proxies, logger=logger, cache=cache, session=session)
         self._log = logger or _log
         if self._settings.debug:
             _enable_debug_logging()
@@ -227,9 +228,12 @@ class PhaseFlagClient:
         assert self._transport is not None
         before = self._fetch_bootstrap_url if s.bootstrap_url else None
         if s.fetch_mode == "streaming":
-            from ._stream import Streamer
-
-            return Streamer(self._transport, self, s.polling_interval, before_first=before)
+            try:
+                from ._stream import Streamer  # type: ignore[import-not-found, unused-ignore]
+            except ImportError:  # streaming not built yet: keep serving fresh data by polling
+                self._log.warning("phaseflag: fetch_mode='streaming' is unavailable; polling")
+            else:
+                return Streamer(self._transport, self, s.polling_interval, before_first=before)
         return Poller(
             self._transport.fetch_ruleset, self, s.polling_interval, before_first=before
         )
@@ -406,7 +410,7 @@ class PhaseFlagClient:
                 self._log.exception("phaseflag: fallback raised for flag %r; returning the default", flag_key)
                 return default
             if accept(value):
-                return value  # type: ignore[return-value]
+                return cast(T, value)
         return default
 
     def _read(self, flag_key: str, context: EvaluationContext | None) -> EvaluationResult | None:
@@ -800,7 +804,7 @@ def _is_str(value: object) -> bool:
 
 
 def _is_int(value: object) -> bool:
-    return type(value) is int or (type(value) is float and value.is_integer())  # type: ignore[attr-defined]
+    return type(value) is int or (type(value) is float and value.is_integer())
 
 
 def _is_number(value: object) -> bool:
@@ -838,6 +842,32 @@ def _diff(old: Ruleset, new: Ruleset) -> tuple[FlagChange, ...]:
         if key not in new.flags:
             changes.append(FlagChange(key, flag.version, None, removed=True))
     return tuple(changes)
+
+
+def _fspath(option: str, value: object) -> str | None:
+    if value is None:
+        return None
+    try:
+        return os.fspath(value)  # type: ignore[call-overload, no-any-return]
+    except TypeError:
+        raise ConfigError(option, f"expected a path, got {type(value).__name__}") from None
+
+
+_OPTION_TYPES: Final[Mapping[str, tuple[tuple[type, ...], str]]] = {
+    "headers": ((Mapping,), "a mapping of header names to values"),
+    "proxies": ((Mapping,), "a mapping like {'https': 'http://proxy:3128'}"),
+    "logger": ((logging.Logger, logging.LoggerAdapter), "a logging.Logger"),
+    "cache": ((Cache,), "a phaseflag.Cache (e.g. MemoryCache() or FileCache(dir))"),
+    "session": ((requests.Session,), "a requests.Session"),
+}
+
+
+def _check_types(**options: object) -> None:
+    """Reject objects of the wrong type at construction, not later inside a thread or a read."""
+    for option, value in options.items():
+        types, wanted = _OPTION_TYPES[option]
+        if value is not None and not isinstance(value, types):
+            raise ConfigError(option, f"must be {wanted}, got {type(value).__name__}")
 
 
 def _read_file(path: Path) -> Any:

@@ -34,7 +34,7 @@ def _positive_float(name: str, value: object) -> float:
 
 
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
         raise ConfigError(name, f"{value!r} is not a whole number", "pass e.g. 100")
     try:
         number = int(str(value).strip()) if isinstance(value, str) else int(value)  # type: ignore[call-overload]
@@ -69,8 +69,10 @@ def _http_url(name: str, value: object, *, allow_empty: bool = False) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(
-            name, f"{text!r} is not an http(s) URL",
-            "use e.g. https://api.phaseflag.com/api/v1" + (" or '' to disable HTTP" if allow_empty else ""),
+            name,
+            f"{text!r} is not an http(s) URL",
+            "use e.g. https://api.phaseflag.com/api/v1"
+            + (" or '' to disable HTTP" if allow_empty else ""),
         )
     return text.rstrip("/")
 
@@ -171,9 +173,12 @@ def resolve(explicit: Mapping[str, Any], environ: Mapping[str, str] | None = Non
             values[name] = parse(name, given)
         elif env.get(env_name, "").strip():
             values[name] = parse(env_name, env[env_name])
+        elif name == "api_key" and values["base_url"] == "":
+            values[name] = ""  # HTTP is disabled: there is nothing to authenticate
         elif name in ("base_url", "api_key"):
             raise ConfigError(
-                name, "is required",
+                name,
+                "is required",
                 f"pass {name}=... or set {env_name}"
                 + (" (base_url='' disables HTTP)" if name == "base_url" else ""),
             )

@@ -9,12 +9,11 @@ can skip items that did not change, and every error names its JSON path
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any, Final
-
-import re
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
@@ -112,9 +111,7 @@ def validate_item(kind: str, item: object, index: int) -> list[tuple[str, str]]:
 def parse_document(raw: bytes | str, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
     """Parse JSON text under the size limit; raises RulesetError / RulesetTooLargeError."""
     if len(raw) > max_bytes:
-        raise RulesetTooLargeError(
-            f"ruleset is {len(raw)} bytes, over the {max_bytes}-byte limit"
-        )
+        raise RulesetTooLargeError(f"ruleset is {len(raw)} bytes, over the {max_bytes}-byte limit")
     try:
         return json.loads(raw)
     except RecursionError:

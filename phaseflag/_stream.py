@@ -6,12 +6,12 @@ with exponential backoff and full jitter (the long auth backoff after 401/403).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Final
 
 from ._backoff import Backoff, auth_backoff
@@ -166,7 +166,7 @@ class Streamer:
 
     def _read_stream(self) -> None:
         events = self._transport.open_stream()
-        with contextlib.closing(events):
+        try:
             for event in events:
                 self.last_event_at = time.monotonic()
                 if self.loop.stopping:
@@ -174,6 +174,9 @@ class Streamer:
                 if self._connected_at is None:
                     self._connected()
                 self._handle(event)
+        finally:
+            if isinstance(events, Generator):
+                events.close()  # releases the response at once, not at garbage collection
 
     def _handle(self, event: SSEEvent) -> None:
         if event.event == "ruleset":
@@ -197,7 +200,8 @@ class Streamer:
             # Closing the gate waits for a poll being applied, so the stream's data lands last.
             fallback.gate.close()
             fallback.poller.loop.stop(0.0)  # a poll in flight ends on its own; do not wait
-            self._retired = [p for p in self._retired if p.loop.running or _alive(p)]
+            # Forget retired pollers whose thread has ended (stop(0) joins nothing).
+            self._retired = [p for p in self._retired if not p.stop(0.0)]
             self._retired.append(fallback.poller)
         _log.info("phaseflag: stream connected; fallback polling stopped")
 
@@ -241,17 +245,10 @@ class _Gate:
             self._sink.sync_failed(error)
 
 
+@dataclass(frozen=True, slots=True)
 class _Fallback:
-    __slots__ = ("gate", "poller")
-
-    def __init__(self, poller: Poller, gate: _Gate) -> None:
-        self.poller = poller
-        self.gate = gate
-
-
-def _alive(poller: Poller) -> bool:
-    thread = poller.loop._thread
-    return thread is not None and thread.is_alive()
+    poller: Poller
+    gate: _Gate
 
 
 def _abort_streams(transport: Transport) -> None:

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -123,6 +123,7 @@ class Transport:
         self._session = session if session is not None else requests.Session()
         self._lock = threading.Lock()
         self._streams: set[requests.Response] = set()
+        self._aborted: set[requests.Response] = set()  # streams closed on purpose
         self._closed = False
         if self._verify is False and self._base_url:
             _log.warning(
@@ -215,7 +216,7 @@ class Transport:
             self._check_status(resp, what, ok=frozenset({200}), api=False)
             return self._read_body(resp, what)
 
-    def open_stream(self) -> Iterator[SSEEvent]:
+    def open_stream(self) -> Generator[SSEEvent, None, None]:
         """GET ``/sdk/stream`` and yield its server-sent events as they arrive.
 
         The request is made on the first ``next()``. Reads time out after
@@ -223,7 +224,7 @@ class Transport:
         The iterator ends when the server closes the stream or ``close()`` is called; it
         raises like ``fetch_ruleset`` for a bad status, TransportError on a read error or
         timeout and RulesetTooLargeError for an event above ``max_body_bytes``. Closing
-        the generator closes the response.
+        the generator closes the response; ``close_streams()`` does so from another thread.
         """
         what = "GET /sdk/stream"
         headers = {
@@ -256,19 +257,28 @@ class Transport:
         finally:
             with self._lock:
                 self._streams.discard(resp)
+                self._aborted.discard(resp)
             resp.close()
 
+    def close_streams(self) -> None:
+        """Close every open ``open_stream()`` response, waking a read blocked in another thread.
+
+        Those iterators end quietly; the transport stays usable (new streams may be opened).
+        """
+        with self._lock:
+            streams = list(self._streams)
+            self._aborted.update(streams)
+        for resp in streams:
+            _abort(resp)
+
     def close(self) -> None:
-        """Close open streams (waking a blocked read in another thread) and the owned session.
+        """Close open streams (as ``close_streams()``) and the owned session.
 
         Final and idempotent: afterwards every method raises TransportError.
         """
         with self._lock:
             self._closed = True
-            streams = list(self._streams)
-            self._streams.clear()
-        for resp in streams:
-            _abort(resp)
+        self.close_streams()
         if self._owns_session:
             self._session.close()
 
@@ -277,6 +287,7 @@ class Transport:
         # The parent's lock may have been copied while held: replace it, never acquire it.
         self._lock = threading.Lock()
         self._streams = set()
+        self._aborted = set()
         if self._owns_session:
             self._session = requests.Session()
 
@@ -400,8 +411,8 @@ class Transport:
             for chunk in self._iter_raw(resp, what):
                 yield from decoder.feed(chunk)
         except TransportError:
-            if self._closed:
-                return  # close() interrupted the read on purpose
+            if self._closed or resp in self._aborted:
+                return  # close() or close_streams() interrupted the read on purpose
             raise
 
     def _iter_raw(self, resp: requests.Response, what: str) -> Iterator[bytes]:
@@ -417,7 +428,7 @@ class Transport:
                 ) from exc
             except (ValueError, AttributeError) as exc:
                 # urllib3 raises these when close() pulls the socket away mid-read.
-                if not self._closed:
+                if not (self._closed or resp in self._aborted):
                     raise
                 raise TransportError(f"{what}: the transport is closed") from exc
             if not chunk:

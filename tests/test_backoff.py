@@ -99,8 +99,13 @@ class TestBackoff:
 
     @pytest.mark.parametrize(
         ("base", "cap", "min_delay"),
-        [(0.0, 1.0, 0.0), (-1.0, 1.0, 0.0), (2.0, 1.0, 0.0), (1.0, float("inf"), 0.0)]
-        + [(1.0, 2.0, -1.0)],
+        [
+            (0.0, 1.0, 0.0),
+            (-1.0, 1.0, 0.0),
+            (2.0, 1.0, 0.0),
+            (1.0, float("inf"), 0.0),
+            (1.0, 2.0, -1.0),
+        ],
     )
     def test_invalid_arguments(self, base: float, cap: float, min_delay: float) -> None:
         """Non-positive base, cap below base, infinite cap or negative min_delay raise."""

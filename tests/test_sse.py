@@ -113,9 +113,7 @@ class TestLinesAndChunks:
 
     def test_comments_and_pings_ignored(self) -> None:
         """Comment lines (keep-alive pings) dispatch nothing."""
-        assert events(b": ping\n\n:\n\n: another\ndata: x\n\n") == [
-            SSEEvent("message", "x", None)
-        ]
+        assert events(b": ping\n\n:\n\n: another\ndata: x\n\n") == [SSEEvent("message", "x", None)]
 
     def test_half_event_at_eof_not_dispatched(self) -> None:
         """An event whose blank line never arrived is dropped at end of input."""

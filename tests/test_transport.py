@@ -73,6 +73,18 @@ def counting_body(data: bytes) -> tuple[io.BufferedReader, CountingRaw]:
     return io.BufferedReader(raw, buffer_size=4096), raw
 
 
+def sent_kwargs(mock: responses.RequestsMock, index: int = 0) -> dict[str, Any]:
+    """The keyword arguments requests received for the index-th call (timeout, verify...)."""
+    kwargs: dict[str, Any] = mock.calls[index].request.req_kwargs  # type: ignore[attr-defined]
+    return kwargs
+
+
+def sent_json(mock: responses.RequestsMock, index: int = 0) -> Any:
+    body = mock.calls[index].request.body
+    assert isinstance(body, bytes)
+    return json.loads(body.decode("utf-8"))
+
+
 def error_of(call: Any) -> BaseException:
     with pytest.raises(Exception) as info:
         call()
@@ -198,7 +210,7 @@ class TestFetchRuleset:
         """The configured timeout bounds connect and read."""
         mock.get(RULESET_URL, body=RULESET)
         Transport(BASE, KEY, timeout=2.5).fetch_ruleset(None)
-        assert mock.calls[0].request.req_kwargs["timeout"] == (2.5, 2.5)
+        assert sent_kwargs(mock)["timeout"] == (2.5, 2.5)
 
     def test_network_error_message_never_contains_key(
         self, mock: responses.RequestsMock, transport: Transport
@@ -226,6 +238,15 @@ class TestSizeLimits:
         with pytest.raises(RulesetTooLargeError):
             Transport(BASE, KEY, max_body_bytes=100_000).fetch_ruleset(None)
         assert raw.consumed < 300_000
+
+    def test_body_shorter_than_content_length(
+        self, mock: responses.RequestsMock, transport: Transport
+    ) -> None:
+        """A connection cut before Content-Length bytes arrived raises TransportError."""
+        mock.get(RULESET_URL, body=RULESET[:10], headers={"Content-Length": str(len(RULESET))})
+        err = error_of(lambda: transport.fetch_ruleset(None))
+        assert type(err) is TransportError
+        assert err.status is None
 
     def test_body_at_limit_accepted(self, mock: responses.RequestsMock) -> None:
         """A body of exactly max_body_bytes is accepted."""
@@ -342,18 +363,18 @@ class TestHeaders:
 
 class TestPostEvents:
     @pytest.mark.parametrize("status", [200, 202, 204])
-    def test_success(
-        self, mock: responses.RequestsMock, transport: Transport, status: int
-    ) -> None:
+    def test_success(self, mock: responses.RequestsMock, transport: Transport, status: int) -> None:
         """200, 202 and 204 return None after posting the payload as UTF-8 JSON."""
-        payload = {"sdk": {"name": "phaseflag-python", "version": __version__}, "events": []}
-        payload["events"] = [{"kind": "custom", "flag_key": "ünï", "timestamp": 1}]
+        payload = {
+            "sdk": {"name": "phaseflag-python", "version": __version__},
+            "events": [{"kind": "custom", "flag_key": "ünï", "timestamp": 1}],
+        }
         mock.post(EVENTS_URL, status=status)
-        assert transport.post_events(payload) is None
+        transport.post_events(payload)
         request = mock.calls[0].request
         assert request.headers["Content-Type"] == "application/json"
         assert request.headers["Authorization"] == f"Bearer {KEY}"
-        assert json.loads(request.body.decode("utf-8")) == payload
+        assert sent_json(mock) == payload
 
     @pytest.mark.parametrize(
         ("status", "headers", "retry_after"),
@@ -396,7 +417,7 @@ class TestEvaluate:
         mock.post(EVALUATE_URL, json=answer)
         context = {"user_id": "u1", "session_id": None, "attributes": {"plan": "pro"}}
         assert transport.evaluate("f", context) == answer
-        assert json.loads(mock.calls[0].request.body) == {"flag_key": "f", "context": context}
+        assert sent_json(mock) == {"flag_key": "f", "context": context}
 
     def test_404(self, mock: responses.RequestsMock, transport: Transport) -> None:
         """An unknown flag raises TransportError with status 404."""
@@ -540,14 +561,14 @@ class TestConstruction:
             t.fetch_ruleset(None)
         warnings = [r for r in caplog.records if "TLS verification disabled" in r.getMessage()]
         assert len(warnings) == 1
-        assert mock.calls[0].request.req_kwargs["verify"] is False
+        assert sent_kwargs(mock)["verify"] is False
 
     def test_proxies_passed(self, mock: responses.RequestsMock) -> None:
         """Configured proxies are handed to requests for each request."""
         mock.get(RULESET_URL, body=RULESET)
         proxies = {"https": "http://proxy.internal:3128"}
         Transport(BASE, KEY, proxies=proxies).fetch_ruleset(None)
-        assert mock.calls[0].request.req_kwargs["proxies"] == proxies
+        assert sent_kwargs(mock)["proxies"] == proxies
 
     @pytest.mark.parametrize(("api_key", "shown"), [(KEY, "...abcd"), ("short-key", "***")])
     def test_repr_redacts_key(self, api_key: str, shown: str) -> None:
@@ -582,8 +603,18 @@ class TestConstruction:
         assert closed == []
 
 
+def test_reset_after_fork_replaces_owned_session(mock: responses.RequestsMock) -> None:
+    """After reset_after_fork() the transport works on a fresh session of its own."""
+    mock.get(RULESET_URL, body=RULESET)
+    t = Transport(BASE, KEY)
+    before = t._session
+    t.reset_after_fork()
+    assert t._session is not before
+    assert t.fetch_ruleset(None).body == RULESET
+
+
 class TestOpenStreamMocked:
-    SSE = b": hi\n\nevent: ruleset\ndata: {\"version\": 4}\n\nevent: ping\ndata: \n\n"
+    SSE = b': hi\n\nevent: ruleset\ndata: {"version": 4}\n\nevent: ping\ndata: \n\n'
 
     def test_events_parsed(self, mock: responses.RequestsMock, transport: Transport) -> None:
         """A text/event-stream body yields its events; the right headers are sent."""
@@ -595,14 +626,14 @@ class TestOpenStreamMocked:
         request = mock.calls[0].request
         assert request.headers["Accept"] == "text/event-stream"
         assert request.headers["Authorization"] == f"Bearer {KEY}"
-        assert request.req_kwargs["stream"] is True
-        assert request.req_kwargs["timeout"] == (10.0, 60.0)
+        assert sent_kwargs(mock)["stream"] is True
+        assert sent_kwargs(mock)["timeout"] == (10.0, 60.0)
 
     def test_stream_read_timeout_option(self, mock: responses.RequestsMock) -> None:
         """stream_read_timeout sets the read timeout of the stream request only."""
         mock.get(STREAM_URL, body=self.SSE, content_type="text/event-stream")
         list(Transport(BASE, KEY, timeout=3.0, stream_read_timeout=25.0).open_stream())
-        assert mock.calls[0].request.req_kwargs["timeout"] == (3.0, 25.0)
+        assert sent_kwargs(mock)["timeout"] == (3.0, 25.0)
 
     @pytest.mark.parametrize(("status", "error"), [(401, AuthenticationError), (503, None)])
     def test_bad_status(
@@ -628,7 +659,9 @@ class TestOpenStreamMocked:
 
     def test_oversize_event(self, mock: responses.RequestsMock) -> None:
         """An event above max_body_bytes raises RulesetTooLargeError."""
-        mock.get(STREAM_URL, body=b"data: " + b"x" * 5000 + b"\n\n", content_type="text/event-stream")
+        mock.get(
+            STREAM_URL, body=b"data: " + b"x" * 5000 + b"\n\n", content_type="text/event-stream"
+        )
         with pytest.raises(RulesetTooLargeError):
             list(Transport(BASE, KEY, max_body_bytes=1000).open_stream())
 
@@ -690,7 +723,7 @@ class _StreamServer(ThreadingHTTPServer):
 def stream_server(request: pytest.FixtureRequest) -> Iterator[_StreamServer]:
     preamble, drip = getattr(request, "param", (b"event: ruleset\ndata: {}\n\n", False))
     server = _StreamServer(preamble, drip)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield server
     server.release.set()
@@ -734,7 +767,7 @@ class TestOpenStreamLoopback:
             except Exception as exc:
                 outcome.append(exc)
 
-        reader = threading.Thread(target=consume, name="phaseflag-test-reader", daemon=True)
+        reader = threading.Thread(target=consume, name="test-sse-reader", daemon=True)
         reader.start()
         assert got_first.wait(5)
         started = time.monotonic()
@@ -743,6 +776,34 @@ class TestOpenStreamLoopback:
         assert not reader.is_alive()
         assert time.monotonic() - started < 3.0
         assert outcome == ["ended"]
+
+    def test_close_streams_interrupts_but_keeps_transport(
+        self, stream_server: _StreamServer
+    ) -> None:
+        """close_streams() ends a blocked stream quietly and the transport still works."""
+        t = Transport(stream_server.url, KEY, stream_read_timeout=30.0)
+        got_first = threading.Event()
+        outcome: list[object] = []
+
+        def consume() -> None:
+            try:
+                for _event in t.open_stream():
+                    got_first.set()
+                outcome.append("ended")
+            except Exception as exc:
+                outcome.append(exc)
+
+        reader = threading.Thread(target=consume, name="test-sse-reader", daemon=True)
+        reader.start()
+        assert got_first.wait(5)
+        t.close_streams()
+        reader.join(5)
+        assert not reader.is_alive()
+        assert outcome == ["ended"]
+        stream = t.open_stream()
+        assert next(stream).event == "ruleset"
+        stream.close()
+        t.close()
 
     def test_closing_generator_closes_response(self, stream_server: _StreamServer) -> None:
         """Closing the generator releases the response: the transport holds no open stream."""
