@@ -228,12 +228,9 @@ class PhaseFlagClient:
         assert self._transport is not None
         before = self._fetch_bootstrap_url if s.bootstrap_url else None
         if s.fetch_mode == "streaming":
-            try:
-                from ._stream import Streamer  # type: ignore[import-not-found, unused-ignore]
-            except ImportError:  # streaming not built yet: keep serving fresh data by polling
-                self._log.warning("phaseflag: fetch_mode='streaming' is unavailable; polling")
-            else:
-                return Streamer(self._transport, self, s.polling_interval, before_first=before)
+            from ._stream import Streamer
+
+            return Streamer(self._transport, self, s.polling_interval, before_first=before)
         return Poller(
             self._transport.fetch_ruleset, self, s.polling_interval, before_first=before
         )

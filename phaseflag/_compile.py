@@ -36,9 +36,14 @@ MAX_SEGMENT_DEPTH: Final = 16
 _TYPE_CHECKS: Final[Mapping[str, Any]] = {
     "boolean": lambda v: type(v) is bool,
     "string": lambda v: type(v) is str,
-    "number": lambda v: type(v) in (int, float) and math.isfinite(v),
+    "number": lambda v: type(v) is int or (type(v) is float and math.isfinite(v)),
     "json": lambda v: isinstance(v, (dict, list)),
 }
+
+
+_NO_KEYS: Final[frozenset[str]] = frozenset()
+_NO_TARGETS: Final[Mapping[str, EvaluationResult]] = MappingProxyType({})
+_UNUSED: Final = EvaluationResult("", None, Reason.ERROR, error_code=ErrorCode.GENERAL)
 
 
 class _Invalid(Exception):
@@ -107,10 +112,10 @@ def compile_ruleset(document: object, *, previous: Ruleset | None = None) -> Rul
             errors.extend(validate_item("segment", raw, index))
     seen: dict[str, int] = {}
     for index, raw in enumerate(raw_flags):
-        old = old_flags.get(raw.get("key")) if isinstance(raw, dict) else None
+        key = raw.get("key") if isinstance(raw, dict) else None
+        old = old_flags.get(key) if isinstance(key, str) else None
         if old is None or old.source != raw:
             errors.extend(validate_item("flag", raw, index))
-        key = raw.get("key") if isinstance(raw, dict) else None
         if isinstance(key, str):
             if key in seen:
                 errors.append((f"flags[{index}].key", f"duplicate flag key {key!r}"))
@@ -119,14 +124,22 @@ def compile_ruleset(document: object, *, previous: Ruleset | None = None) -> Rul
     if errors:
         raise reject(errors)
 
+    segments: Mapping[str, Segment]
     if same_segments and previous is not None:
-        segments, segment_problems = previous.segments, ()
+        segments = previous.segments
+        segment_problems = [p for p in previous.problems if p[0].startswith("segments[")]
     else:
         segments, segment_problems = _compile_segments(raw_segments)
     flags: dict[str, Flag] = {}
     for index, raw in enumerate(raw_flags):
         old = old_flags.get(raw["key"])
-        if old is not None and old.source == raw and (same_segments or not old.segment_keys):
+        # An isolated flag is recompiled: the cause (a cycle, a missing segment) may be gone.
+        if (
+            old is not None
+            and old.error is None
+            and old.source == raw
+            and (same_segments or not old.segment_keys)
+        ):
             flags[raw["key"]] = old
         else:
             flags[raw["key"]] = _compile_flag(raw, index, segments)
@@ -148,9 +161,12 @@ def _duplicate_segments(raw_segments: list[dict[str, Any]]) -> list[tuple[str, s
     seen: set[str] = set()
     errors = []
     for index, raw in enumerate(raw_segments):
-        if raw["key"] in seen:
-            errors.append((f"segments[{index}].key", f"duplicate segment key {raw['key']!r}"))
-        seen.add(raw["key"])
+        key = raw.get("key")
+        if not isinstance(key, str):  # the schema reports it
+            continue
+        if key in seen:
+            errors.append((f"segments[{index}].key", f"duplicate segment key {key!r}"))
+        seen.add(key)
     return errors
 
 
@@ -298,7 +314,10 @@ def _build_flag(raw: dict[str, Any], segments: Mapping[str, Segment]) -> Flag:
     results = _Results(key, variations)
     off = raw.get("off_variation")
     off_variation = None if off is None else results.variation(off, ".off_variation")
-    off_result = results.get(off_variation, Reason.DISABLED)
+    enabled = raw.get("enabled", True)
+    prerequisites = tuple((p["flag"], p["variation"]) for p in raw.get("prerequisites", ()))
+    # Results for paths this flag cannot take are shared placeholders (memory per flag).
+    off_result = results.get(off_variation, Reason.DISABLED) if not enabled else _UNUSED
     salt = raw.get("salt") or key
 
     targets: dict[str, EvaluationResult] = {}
@@ -326,8 +345,6 @@ def _build_flag(raw: dict[str, Any], segments: Mapping[str, Segment]) -> Flag:
         default = _serve(
             default_raw, results, salt, off_variation, ".default", None, Reason.DEFAULT
         )
-    enabled = raw.get("enabled", True)
-    prerequisites = tuple((p["flag"], p["variation"]) for p in raw.get("prerequisites", ()))
     static = None
     if not enabled:
         static = off_result
@@ -341,14 +358,16 @@ def _build_flag(raw: dict[str, Any], segments: Mapping[str, Segment]) -> Flag:
         track_events=bool(raw.get("track_events", False)),
         variations=MappingProxyType(variations),
         off_result=off_result,
-        prerequisite_failed_result=results.get(off_variation, Reason.PREREQUISITE_FAILED),
+        prerequisite_failed_result=(
+            results.get(off_variation, Reason.PREREQUISITE_FAILED) if prerequisites else _UNUSED
+        ),
         prerequisites=prerequisites,
-        targets=MappingProxyType(targets),
+        targets=MappingProxyType(targets) if targets else _NO_TARGETS,
         rules=tuple(rules),
         default=default,
         static=static,
         source=raw,
-        segment_keys=frozenset(used_segments),
+        segment_keys=frozenset(used_segments) if used_segments else _NO_KEYS,
         match_rules=match_rules(tuple(rule.conditions for rule in rules)) if len(rules) > 1 else None,
     )
 

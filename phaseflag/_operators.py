@@ -14,7 +14,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any, Final
 
@@ -47,7 +47,8 @@ class InvalidCondition(Exception):
 
 _SEMVER = re.compile(
     r"v?(0|[1-9]\d*)(?:\.(0|[1-9]\d*))?(?:\.(0|[1-9]\d*))?"
-    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?"
+    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?",
+    re.ASCII,
 )
 
 SemverKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
@@ -94,20 +95,54 @@ def _looks_numeric(text: str) -> bool:
     return text.lstrip("+-").replace(".", "", 1).isdigit()
 
 
+# RFC 3339 plus a date alone and an optional offset. Parsed here rather than by
+# datetime.fromisoformat, whose accepted forms differ between Python 3.10 and 3.11.
+_ISO_DATE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})"
+    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?([Zz]|[+-]\d{2}(?::?\d{2})?)?)?",
+    re.ASCII,
+)
+
+
 def _iso_seconds(text: str) -> float | None:
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:  # documented: a date without an offset is UTC
-        moment = moment.replace(tzinfo=timezone.utc)
+    m = _ISO_DATE.fullmatch(text)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = m.groups()
+    zone = timezone.utc  # documented: a date or time without an offset is UTC
+    if offset is not None and offset not in ("Z", "z"):
+        digits = offset[1:].replace(":", "")
+        hours, minutes = int(digits[:2]), int(digits[2:] or 0)
+        if minutes > 59:
+            return None
+        delta = timedelta(hours=hours, minutes=minutes)
+        zone = timezone(-delta if offset[0] == "-" else delta)
+    moment = datetime(
+        int(year),
+        int(month),
+        int(day),
+        int(hour or 0),
+        int(minute or 0),
+        int(second or 0),
+        int((fraction or "0")[:6].ljust(6, "0")),
+        tzinfo=zone,
+    )
     return moment.timestamp()
 
 
 def parse_date(value: object) -> float | None:
-    """Epoch seconds for a datetime, an epoch number or an ISO-8601 string; None if not a date."""
+    """Epoch seconds for a datetime, an epoch number or an ISO-8601 string; None if not a date.
+
+    Strings: ``YYYY-MM-DD``, optionally followed by ``T``/space, ``HH:MM[:SS[.fraction]]``
+    and ``Z`` or an offset (``+HH:MM``, ``+HHMM``, ``+HH``); no offset means UTC. A string
+    of digits is epoch seconds.
+    """
     kind = type(value)
     if kind is float or kind is int:
-        seconds = float(value)  # type: ignore[arg-type]
+        try:
+            seconds = float(value)  # type: ignore[arg-type]
+        except OverflowError:  # an int beyond the float range
+            return None
         return seconds if math.isfinite(seconds) else None
     if kind is str:
         return _parse_date_text(value)  # type: ignore[arg-type]
@@ -118,14 +153,18 @@ def parse_date(value: object) -> float | None:
 
 def _number(value: object) -> float | None:
     """A context value as a number: int/float (not bool) or a numeric string; else None."""
-    kind = type(value)
-    if kind is int or kind is float:
-        return value  # type: ignore[return-value]
-    if kind is str and len(value) < 64:  # type: ignore[arg-type]
+    if type(value) is int or type(value) is float:
+        return value
+    if type(value) is str and len(value) < 64:
         try:
-            return float(value)  # type: ignore[arg-type]
+            number = float(value)
         except ValueError:
             return None
+        # float() also reads "nan", "inf", "1_000" and non-ASCII digits, which no other
+        # SDK would call numeric: treat them as not numbers.
+        if number - number != 0 or "_" in value or not value.isascii():
+            return None
+        return number
     return None
 
 
@@ -141,10 +180,13 @@ def _strings(operator: str, operands: list[Any], fold: bool) -> tuple[str, ...]:
     return tuple(v.casefold() for v in operands) if fold else tuple(operands)
 
 
+_NOTHING: Final[frozenset[Any]] = frozenset()
+
+
 def _in(attr: str, operands: list[Any], negate: bool, fold: bool) -> Test:
     strs = frozenset(_strings("in", [v for v in operands if type(v) is str], fold))
-    bools = frozenset(v for v in operands if type(v) is bool)
-    nums = frozenset(v for v in operands if type(v) in (int, float))
+    bools = frozenset(v for v in operands if type(v) is bool) or _NOTHING
+    nums = frozenset(v for v in operands if type(v) in (int, float)) or _NOTHING
     if not bools and not nums and not fold and not negate:
         # The common case (plan in [...]): a non-str value can never be in a set of str.
         def in_strings(values: Values) -> bool:
@@ -188,8 +230,41 @@ def _contains(value: str, needles: tuple[str, ...]) -> bool:
 
 
 # Features that make backtracking blow up or cannot be bounded; rejected at compile time.
-_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)\s*(?:[+*]|\{\d*,)")
 _BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
+# A repetition that can match a variable number of times: *, +, {m,} or {m,n}.
+_REPEAT = re.compile(r"[*+]|\{\d*,\d*\}", re.ASCII)
+
+
+def _has_nested_quantifier(pattern: str) -> bool:
+    """True when a repeated group contains a repetition at any depth, e.g. ``((a+)b)*``."""
+    inside: list[bool] = [False]  # per open group: does it contain a repetition?
+    i, end = 0, len(pattern)
+    while i < end:
+        char = pattern[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "[":  # a character class: its metacharacters are literals
+            i += 2 if pattern.startswith("[^", i) else 1
+            i += 1 if pattern.startswith("]", i) else 0
+            while i < end and pattern[i] != "]":
+                i += 2 if pattern[i] == "\\" else 1
+            i += 1
+            continue
+        if char == "(":
+            inside.append(False)
+            i += 1
+            continue
+        repeat = _REPEAT.match(pattern, i + 1 if char == ")" else i)
+        if char == ")":
+            group = inside.pop() if len(inside) > 1 else False
+            if repeat is not None and group:
+                return True
+            inside[-1] = inside[-1] or group or repeat is not None
+        elif repeat is not None:
+            inside[-1] = True
+        i += 1
+    return False
 
 
 def _matches(attr: str, operands: list[Any], negate: bool, fold: bool) -> Test:
@@ -197,7 +272,7 @@ def _matches(attr: str, operands: list[Any], negate: bool, fold: bool) -> Test:
     for pattern in _strings("matches", operands, False):
         if len(pattern) > MAX_REGEX_LENGTH:
             raise InvalidCondition(f"regex longer than {MAX_REGEX_LENGTH} characters")
-        if _NESTED_QUANTIFIER.search(pattern) or _BACKREFERENCE.search(pattern):
+        if _has_nested_quantifier(pattern) or _BACKREFERENCE.search(pattern):
             raise InvalidCondition(
                 f"regex {pattern!r} uses a nested quantifier or backreference, "
                 "which can backtrack catastrophically"
@@ -221,7 +296,7 @@ def _numbers(operator: str, operands: list[Any]) -> list[float]:
     out = []
     for v in operands:
         number = None if type(v) is bool else _number(v)
-        if number is None or not math.isfinite(number):
+        if number is None or (type(number) is float and not math.isfinite(number)):
             raise InvalidCondition(f"{operator} needs numeric values, got {v!r}")
         out.append(number)
     if not out:

@@ -19,6 +19,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from ._errors import RulesetError, RulesetTooLargeError
+from ._fastschema import Check, Unsupported, compile_check
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",
@@ -47,17 +48,33 @@ def load_schema() -> dict[str, Any]:
     return schema
 
 
+def _shell_schema() -> dict[str, Any]:
+    """The document schema with flags and segments reduced to "objects" (checked one by one)."""
+    shell = dict(load_schema())
+    props = dict(shell["properties"])
+    props["flags"] = {"type": ["array", "object"], "items": {"type": "object"}}
+    props["segments"] = {"type": "array", "items": {"type": "object"}}
+    shell["properties"] = props
+    return shell
+
+
 @cache
 def _validator(definition: str) -> Draft202012Validator:
-    schema = load_schema()
     if definition == "shell":
-        shell = dict(schema)
-        props = dict(shell["properties"])
-        props["flags"] = {"type": ["array", "object"], "items": {"type": "object"}}
-        props["segments"] = {"type": "array", "items": {"type": "object"}}
-        shell["properties"] = props
-        return Draft202012Validator(shell)
+        return Draft202012Validator(_shell_schema())
+    schema = load_schema()
     return Draft202012Validator({"$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"})
+
+
+@cache
+def _quick(definition: str) -> Check | None:
+    """The fast yes/no check for ``definition``, or None to use jsonschema alone."""
+    try:
+        if definition == "shell":
+            return compile_check(_shell_schema())
+        return compile_check(load_schema(), definition)
+    except Unsupported:
+        return None
 
 
 def format_path(parts: Iterable[str | int]) -> str:
@@ -100,11 +117,17 @@ def validate_shell(document: object) -> list[tuple[str, str]]:
     """Errors in the document outside the flags' and segments' own contents."""
     if not isinstance(document, dict):
         return [("(document)", "a ruleset must be a JSON object")]
+    quick = _quick("shell")
+    if quick is not None and quick(document):
+        return []
     return _errors(_validator("shell"), document, ())
 
 
 def validate_item(kind: str, item: object, index: int) -> list[tuple[str, str]]:
     """Errors in ``flags[index]`` (kind ``flag``) or ``segments[index]`` (kind ``segment``)."""
+    quick = _quick(kind)
+    if quick is not None and quick(item):
+        return []
     return _errors(_validator(kind), item, (f"{kind}s", index))
 
 

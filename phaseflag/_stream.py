@@ -19,7 +19,7 @@ from ._errors import AuthenticationError, RulesetError, TransportError
 from ._loop import Loop
 from ._sse import SSEEvent
 from ._sync import Poller, SyncSink
-from ._transport import Transport, _abort
+from ._transport import Transport
 
 __all__ = ["RECONNECT_BASE", "RECONNECT_CAP", "Streamer"]
 
@@ -111,7 +111,7 @@ class Streamer:
         deadline = time.monotonic() + timeout
         ended = self.loop.stop(0.0)
         while not ended:
-            _abort_streams(self._transport)
+            self._transport.close_streams()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -199,8 +199,8 @@ class Streamer:
                 return
             # Closing the gate waits for a poll being applied, so the stream's data lands last.
             fallback.gate.close()
-            fallback.poller.loop.stop(0.0)  # a poll in flight ends on its own; do not wait
-            # Forget retired pollers whose thread has ended (stop(0) joins nothing).
+            fallback.poller.stop(0.0)  # a poll in flight ends on its own; do not wait for it
+            # Keep only retired pollers whose thread is still finishing (stop(0.0) tells).
             self._retired = [p for p in self._retired if not p.stop(0.0)]
             self._retired.append(fallback.poller)
         _log.info("phaseflag: stream connected; fallback polling stopped")
@@ -249,15 +249,3 @@ class _Gate:
 class _Fallback:
     poller: Poller
     gate: _Gate
-
-
-def _abort_streams(transport: Transport) -> None:
-    """Close the transport's open streams, waking a read blocked in the stream thread.
-
-    ``Transport.close()`` does this too but is final, and the client still needs its
-    transport after ``stop()`` (the last event flush).
-    """
-    with transport._lock:
-        streams = list(transport._streams)
-    for resp in streams:
-        _abort(resp)

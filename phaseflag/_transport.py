@@ -77,16 +77,16 @@ class Transport:
     ``timeout`` bounds connecting and each read; a whole body must arrive within
     ``max(60 s, 6 x timeout)``. Bodies are read as a stream and refused with
     RulesetTooLargeError past ``max_body_bytes`` (raw or decompressed, so a gzip bomb is
-    stopped after at most ``max_body_bytes`` of output). ``base_url=""`` disables HTTP:
+    stopped within one 64 KiB piece of the limit). ``base_url=""`` disables HTTP:
     every method then raises TransportError.
 
     Methods raise TransportError (status set for HTTP answers, ``retry_after`` from a
     Retry-After header on 429/5xx), AuthenticationError on 401/403 from the API and
     RulesetTooLargeError for oversize bodies; messages never contain the API key. Methods
     may be called from several threads at once (requests' connection pool is thread-safe
-    and no per-request state is shared). ``close()`` is final and may be called from any
-    thread; it also interrupts a blocked ``open_stream()`` read. A ``session`` passed in is
-    used but not closed: its owner closes it.
+    and no per-request state is shared). ``close_streams()`` interrupts a blocked
+    ``open_stream()`` read from any thread; ``close()`` does that too and is final. A
+    ``session`` passed in is used but not closed: its owner closes it.
 
     Raises ConfigError from the constructor for a malformed ``base_url``, ``api_key``,
     ``timeout``, ``stream_read_timeout``, ``max_body_bytes``, ``headers`` or ``verify``.

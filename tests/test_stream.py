@@ -11,11 +11,12 @@ import random
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from conftest import phaseflag_thread_names, wait_for
 
 from phaseflag._client import PhaseFlagClient
 from phaseflag._compile import load_ruleset
@@ -186,27 +187,7 @@ def transport(server: _Server) -> Iterator[Transport]:
     t.close()
 
 
-@pytest.fixture(autouse=True)
-def no_leaked_threads() -> Iterator[None]:
-    yield
-    assert wait_for(lambda: not _phaseflag_threads()), _phaseflag_threads()
-
-
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 3.0) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.002)
-    return bool(predicate())
-
-
-def _phaseflag_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("phaseflag-")]
 
 
 class _Sink:
@@ -234,6 +215,9 @@ class _Sink:
     def versions(self) -> list[int]:
         with self.lock:
             return [version for version, _, _ in self.applied]
+
+    def wait_version(self, version: int, timeout: float = 3.0) -> bool:
+        return bool(wait_for(lambda: self.versions()[-1:] == [version], timeout))
 
     def failures(self) -> list[Exception]:
         with self.lock:
@@ -266,8 +250,8 @@ def test_initial_ruleset_applied(server: _Server, streamer: Streamer, sink: _Sin
     assert wait_for(lambda: ("ok", None) in sink.calls)
     assert sink.applied[0][1] == "live"
     assert sink.calls == [("apply", 1), ("ok", None)]
-    assert "phaseflag-stream" in _phaseflag_threads()
-    assert "phaseflag-sync" not in _phaseflag_threads()
+    assert "phaseflag-stream" in phaseflag_thread_names()
+    assert "phaseflag-sync" not in phaseflag_thread_names()
     assert not streamer.polling
     assert server.ruleset_gets == 0
 
@@ -311,7 +295,7 @@ def test_garbage_and_half_events_do_not_crash(
     assert wait_for(lambda: server.streams_served == 2)
     assert wait_for(lambda: sink.versions()[-1] == 3)
     assert not any(isinstance(e, RulesetError) for e in sink.failures())
-    assert "phaseflag-stream" in _phaseflag_threads()
+    assert "phaseflag-stream" in phaseflag_thread_names()
 
 
 def test_invalid_ruleset_rejected_and_stream_kept(
@@ -341,7 +325,7 @@ def test_server_close_falls_back_to_polling_then_reconnects(
     assert server.ruleset_gets >= 1
     assert wait_for(lambda: server.streams_served == 2)
     assert wait_for(lambda: not streamer.polling)
-    assert wait_for(lambda: "phaseflag-sync" not in _phaseflag_threads())
+    assert wait_for(lambda: "phaseflag-sync" not in phaseflag_thread_names())
     gets = server.ruleset_gets
     server.push(_ruleset_event(3))
     assert wait_for(lambda: sink.versions()[-1] == 3)
@@ -374,8 +358,9 @@ def test_auth_failure_uses_long_backoff(server: _Server, transport: Transport, s
         first, second = s.step(), s.step()
         assert 30.0 <= first <= 60.0
         assert 30.0 <= second <= 120.0
-        assert isinstance(sink.failures()[0], AuthenticationError)
-        assert sink.failures()[0].status == 401  # type: ignore[attr-defined]
+        failure = sink.failures()[0]
+        assert isinstance(failure, AuthenticationError)
+        assert failure.status == 401
         assert s.polling  # a 403 may be stream-only, so polling still gets its chance
     finally:
         assert s.stop(2.0)
@@ -389,7 +374,7 @@ def test_stop_while_blocked_in_read_is_prompt(streamer: Streamer, sink: _Sink) -
     assert streamer.stop(1.0)
     elapsed = time.monotonic() - started
     assert elapsed < 1.0, elapsed
-    assert _phaseflag_threads() == []
+    assert phaseflag_thread_names() == []
     assert sink.failures() == []  # stopping is not a failure
 
 
@@ -399,11 +384,11 @@ def test_stop_ends_fallback_poller(server: _Server, transport: Transport, sink: 
     s = Streamer(transport, sink, 0.05, reconnect_base=5.0)
     s.start()
     assert wait_for(lambda: server.ruleset_gets >= 2)
-    assert "phaseflag-sync" in _phaseflag_threads()
+    assert "phaseflag-sync" in phaseflag_thread_names()
     started = time.monotonic()
     assert s.stop(1.0)
     assert time.monotonic() - started < 1.0
-    assert _phaseflag_threads() == []
+    assert phaseflag_thread_names() == []
 
 
 def test_before_first_runs_once_before_connecting(
@@ -482,7 +467,7 @@ def test_push_to_apply_latency(server: _Server, streamer: Streamer, sink: _Sink)
     for version in range(2, 102):
         pushed = time.monotonic()
         server.push(_ruleset_event(version, value=version % 2 == 0))
-        assert wait_for(lambda v=version: sink.versions()[-1] == v, timeout=2.0)  # type: ignore[misc]
+        assert sink.wait_version(version, timeout=2.0)
         latencies.append(sink.applied[-1][2] - pushed)
     latencies.sort()
     p50 = statistics.median(latencies) * 1000

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from .._compile import compile_ruleset
 from .._errors import ConfigError, RulesetError
 from .._loop import Loop
 from .._model import Ruleset
 from .._schema import MAX_DOCUMENT_BYTES, parse_document
-from .._compile import compile_ruleset
 
 __all__ = ["RulesetWatcher", "Snapshot", "build_snapshot"]
 
@@ -80,8 +80,8 @@ class RulesetWatcher:
     (invalid); after that, ``check()`` (called every ``interval`` seconds by the thread, or
     directly) re-reads the file when its size, mtime or inode changed, or while its mtime is
     too recent to trust, and applies it when its bytes differ. A refused version is logged
-    once and the last good snapshot keeps being served. ``on_change`` runs in the thread
-    that applied a new snapshot. ``snapshot`` is a plain reference read: lock-free.
+    once and the last good snapshot keeps being served. ``on_change`` (settable) runs in
+    the thread that applied a new snapshot. ``snapshot`` is a plain reference read: lock-free.
     """
 
     def __init__(
@@ -93,7 +93,7 @@ class RulesetWatcher:
     ) -> None:
         self.path = path
         self._interval = interval
-        self._on_change = on_change
+        self.on_change = on_change
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._stat: tuple[int, int, int] | None = None
@@ -133,7 +133,9 @@ class RulesetWatcher:
             self._good_digest = hashlib.sha256(raw).digest()
         _log.info(
             "phaseflag serve: loaded ruleset version %d (%d flags) from %s",
-            snapshot.version, len(snapshot.ruleset.flags), self.path,
+            snapshot.version,
+            len(snapshot.ruleset.flags),
+            self.path,
         )
         return snapshot
 
@@ -212,18 +214,24 @@ class RulesetWatcher:
         current = self._snapshot
         _log.error(
             "phaseflag serve: refused the new contents of %s: %s; still serving version %s",
-            self.path, reason, None if current is None else current.version,
+            self.path,
+            reason,
+            None if current is None else current.version,
         )
 
     def _announce(self, previous: Snapshot, snapshot: Snapshot) -> None:
         if snapshot.version <= previous.version:
             _log.warning(
                 "phaseflag serve: %s changed but its version did not grow (%d -> %d); "
-                "serving it anyway", self.path, previous.version, snapshot.version,
+                "serving it anyway",
+                self.path,
+                previous.version,
+                snapshot.version,
             )
         _log.info(
             "phaseflag serve: now serving ruleset version %d (%d flags)",
-            snapshot.version, len(snapshot.ruleset.flags),
+            snapshot.version,
+            len(snapshot.ruleset.flags),
         )
-        if self._on_change is not None:
-            self._on_change(snapshot)
+        if self.on_change is not None:
+            self.on_change(snapshot)

@@ -1,0 +1,153 @@
+"""OpenFeature Remote Evaluation Protocol (OFREP 0.3.0) on top of the phaseflag evaluator.
+
+``POST /ofrep/v1/evaluate/flags/{key}`` and the bulk ``POST /ofrep/v1/evaluate/flags``
+(with an ETag over its response). Error and reason mapping are documented on each function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any, Final
+
+from .._errors import InvalidContextError
+from .._evaluation import evaluate_flag
+from .._model import Flag, Ruleset
+from ..types import EvaluationContext, EvaluationResult, Reason
+from ._http import Response, json_response, parse_json
+
+__all__ = ["evaluate_all", "evaluate_one", "ofrep_reason"]
+
+_REASONS: Final[Mapping[str, str]] = {
+    Reason.TARGETING_MATCH: "TARGETING_MATCH",
+    Reason.PERCENTAGE_ROLLOUT: "SPLIT",
+    Reason.DISABLED: "DISABLED",
+    Reason.DEFAULT: "DEFAULT",
+    # The off variation served because a prerequisite did not hold: OpenFeature has no
+    # closer reason; metadata.phaseflagReason keeps the precise one.
+    Reason.PREREQUISITE_FAILED: "DEFAULT",
+    Reason.OVERRIDE: "STATIC",
+}
+
+
+class _BadRequest(Exception):
+    """The request cannot be evaluated: answered 400 with an OFREP ``errorCode``."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+def ofrep_reason(flag: Flag, result: EvaluationResult) -> str:
+    """The OpenFeature reason for a successful phaseflag result.
+
+    ``targeting_match`` -> TARGETING_MATCH, ``percentage_rollout`` -> SPLIT, ``disabled``
+    -> DISABLED; ``default`` -> STATIC when the flag has nothing to target on (its value
+    cannot depend on the context), else DEFAULT; ``prerequisite_failed`` -> DEFAULT.
+    Errors are never a reason here: they become OFREP failure objects.
+    """
+    if result.reason == Reason.DEFAULT and flag.static is result:
+        return "STATIC"
+    return _REASONS.get(result.reason, "UNKNOWN")
+
+
+def evaluate_one(ruleset: Ruleset, key: str, body: bytes) -> Response:
+    """Answer ``POST /ofrep/v1/evaluate/flags/{key}``.
+
+    200 success object; 404 ``FLAG_NOT_FOUND``; 400 ``PARSE_ERROR`` (body not a JSON
+    object), ``INVALID_CONTEXT`` (a context value phaseflag cannot target on) or
+    ``GENERAL`` (the flag is invalid in the ruleset: it has no value to serve).
+    """
+    try:
+        context = _context(body)
+    except _BadRequest as exc:
+        return json_response(400, {"key": key, "errorCode": exc.code, "errorDetails": exc.details})
+    flag = ruleset.flags.get(key)
+    if flag is None:
+        details = f"flag {key!r} was not found"
+        return json_response(
+            404, {"key": key, "errorCode": "FLAG_NOT_FOUND", "errorDetails": details}
+        )
+    item = _item(ruleset, flag, context)
+    return json_response(400 if "errorCode" in item else 200, item)
+
+
+def evaluate_all(ruleset: Ruleset, body: bytes, if_none_match: str | None) -> Response:
+    """Answer the bulk ``POST /ofrep/v1/evaluate/flags``: every flag, in ruleset order.
+
+    The ETag hashes the response body, so it changes exactly when the flags or the
+    context change what would be sent; a matching ``If-None-Match`` gets 304. A bad body
+    or context is 400 with ``errorCode`` and no ``key``.
+    """
+    try:
+        context = _context(body)
+    except _BadRequest as exc:
+        return json_response(400, {"errorCode": exc.code, "errorDetails": exc.details})
+    payload = {
+        "flags": [_item(ruleset, flag, context) for flag in ruleset.flags.values()],
+        "metadata": {"rulesetVersion": ruleset.version},
+    }
+    response = json_response(200, payload)
+    etag = '"' + hashlib.sha256(response.body).hexdigest()[:32] + '"'
+    headers = (("ETag", etag), ("Cache-Control", "no-cache"))
+    if if_none_match is not None and etag_matches(if_none_match, etag):
+        return Response(304, headers=headers)
+    return Response(200, response.body, response.content_type, headers)
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """``If-None-Match`` semantics: ``*``, or any listed tag equal by weak comparison."""
+    for candidate in if_none_match.split(","):
+        tag = candidate.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def _context(body: bytes) -> EvaluationContext:
+    """``{"context": {"targetingKey": ..., attribute: value, ...}}`` -> an EvaluationContext.
+
+    A missing or empty context evaluates with no attributes; ``targetingKey`` becomes
+    ``user_id`` (an empty one counts as absent) and every other key an attribute.
+    """
+    try:
+        document = parse_json(body)
+    except ValueError as exc:
+        raise _BadRequest("PARSE_ERROR", str(exc)) from None
+    if not isinstance(document, dict):
+        raise _BadRequest("PARSE_ERROR", "the request body must be a JSON object")
+    raw = document.get("context")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _BadRequest("INVALID_CONTEXT", "'context' must be a JSON object")
+    attributes = dict(raw)
+    targeting_key = attributes.pop("targetingKey", None)
+    if targeting_key is not None and not isinstance(targeting_key, str):
+        raise _BadRequest("INVALID_CONTEXT", "'targetingKey' must be a string")
+    try:
+        return EvaluationContext(user_id=targeting_key or None, attributes=attributes)
+    except InvalidContextError as exc:
+        raise _BadRequest("INVALID_CONTEXT", str(exc)) from None
+
+
+def _item(ruleset: Ruleset, flag: Flag, context: EvaluationContext) -> dict[str, Any]:
+    """One flag's OFREP evaluation: a success object or, for an invalid flag, a failure."""
+    result = evaluate_flag(flag, context._values, ruleset)
+    if result.error_code is not None:
+        details = result.error_message or result.error_code
+        return {"key": flag.key, "errorCode": "GENERAL", "errorDetails": details}
+    metadata: dict[str, Any] = {"rulesetVersion": ruleset.version, "phaseflagReason": result.reason}
+    if result.rule_id is not None:
+        metadata["ruleId"] = result.rule_id
+    if isinstance(flag.version, int):
+        metadata["flagVersion"] = flag.version
+    item: dict[str, Any] = {"key": flag.key, "reason": ofrep_reason(flag, result)}
+    if result.variation_key is not None:
+        # No variation (e.g. disabled without off_variation): the OFREP "code default"
+        # shape, with no value and no variant, so the caller's default is used.
+        item["value"] = result.value
+        item["variant"] = result.variation_key
+    item["metadata"] = metadata
+    return item
