@@ -101,31 +101,38 @@ def _serve(serve: Serve, values: Values, trace: Trace | None) -> EvaluationResul
     key = values.get(rollout.bucket_by)
     if key is None and rollout.bucket_by == "user_id":
         key = values.get("session_id")
+    if key is not None and type(key) is not str:
+        key = bucket_key_text(key)
     if key is None:
         if trace is not None:
             trace.append({"step": "rollout", "bucket_by": rollout.bucket_by, "key": None,
                           "note": "no bucketing key: serving the off variation"})
         return rollout.no_key_result
-    text = key if type(key) is str else bucket_key_text(key)
-    slot = bucket(rollout.salt, text)
+    slot = bucket(rollout.salt, key)
     if trace is not None:
         trace.append(
-            {"step": "rollout", "bucket_by": rollout.bucket_by, "key": text,
+            {"step": "rollout", "bucket_by": rollout.bucket_by, "key": key,
              "salt": rollout.salt, "bucket": slot, "thresholds": list(rollout.thresholds)}
         )
     return rollout.results[choose(rollout.thresholds, slot)]
 
 
-def bucket_key_text(value: object) -> str:
+def bucket_key_text(value: object) -> str | None:
     """How a non-string bucketing value becomes text: ``true``/``false``, ints in decimal,
-    floats by ``repr`` and datetimes in ISO-8601, so other SDKs can agree."""
+    floats by ``repr`` and datetimes in ISO-8601, so other SDKs can agree.
+
+    None (no bucketing key) for an int too long for Python to write in decimal.
+    """
     if value is True:
         return "true"
     if value is False:
         return "false"
     if isinstance(value, datetime):
         return value.isoformat()
-    return repr(value) if isinstance(value, float) else str(value)
+    try:
+        return repr(value) if isinstance(value, float) else str(value)
+    except ValueError:  # int beyond sys.get_int_max_str_digits()
+        return None
 
 
 def _trace_static(flag: Flag, trace: Trace) -> None:
@@ -140,6 +147,8 @@ def _trace_static(flag: Flag, trace: Trace) -> None:
 def _show(value: object) -> Any:
     if isinstance(value, str) and len(value) > 80:
         return value[:77] + "..."
+    if type(value) is int and value.bit_length() > 64:  # keep the trace printable
+        return f"<{value.bit_length()}-bit integer>"
     return value.isoformat() if isinstance(value, datetime) else value
 
 

@@ -66,11 +66,28 @@ def _normalise(key: str, value: object) -> AttributeValue:
                 key, "naive datetime; pass a timezone-aware one, e.g. datetime.now(timezone.utc)"
             )
         return value.astimezone(timezone.utc)
-    if isinstance(value, (str, int, float)):  # bool is an int
-        return value
+    # Subclasses (enum members, numpy floats) become the plain type the operators test for.
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):  # bool cannot be subclassed: exact bools never get here
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
     raise InvalidContextError(
         key, f"unsupported type {type(value).__name__}; use str, int, float, bool or datetime"
     )
+
+
+def _id_text(name: str, value: object) -> str:
+    """A user or session id as a plain str: str subclasses keep their text, ints become decimal."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return str(int(value))
+        except ValueError:  # beyond sys.get_int_max_str_digits()
+            raise InvalidContextError(name, "integer too long to use as an id") from None
+    raise InvalidContextError(name, "must be a str (or an int, made a str)")
 
 
 class EvaluationContext:
@@ -97,15 +114,9 @@ class EvaluationContext:
         attributes: Mapping[str, Any] | None = None,
     ) -> None:
         if user_id is not None and type(user_id) is not str:
-            if isinstance(user_id, (int, str)) and not isinstance(user_id, bool):
-                user_id = str(user_id)
-            else:
-                raise InvalidContextError("user_id", "must be a str (or an int, made a str)")
+            user_id = _id_text("user_id", user_id)
         if session_id is not None and type(session_id) is not str:
-            if isinstance(session_id, (int, str)) and not isinstance(session_id, bool):
-                session_id = str(session_id)
-            else:
-                raise InvalidContextError("session_id", "must be a str (or an int, made a str)")
+            session_id = _id_text("session_id", session_id)
         if attributes:
             values = dict(attributes)
             for key, value in values.items():
