@@ -142,8 +142,14 @@ def measure_rps(port: int, mode: str, clients: int, seconds: float) -> dict[str,
         proc.join()
     count = sum(r[0] for r in results)
     errors = sum(r[1] for r in results)
-    return {"mode": mode, "clients": clients, "requests": count, "errors": errors,
-            "seconds": seconds, "rps": count / seconds}
+    return {
+        "mode": mode,
+        "clients": clients,
+        "requests": count,
+        "errors": errors,
+        "seconds": seconds,
+        "rps": count / seconds,
+    }
 
 
 def _open_stream(port: int) -> socket.socket:
@@ -156,8 +162,9 @@ def _open_stream(port: int) -> socket.socket:
     return sock
 
 
-def _wait_all(socks: list[socket.socket], buffers: dict[socket.socket, bytes], marker: bytes,
-              timeout: float) -> dict[socket.socket, float]:
+def _wait_all(
+    socks: list[socket.socket], buffers: dict[socket.socket, bytes], marker: bytes, timeout: float
+) -> dict[socket.socket, float]:
     """Read every socket until its buffer holds ``marker``; returns arrival times."""
     sel = selectors.DefaultSelector()
     arrived: dict[socket.socket, float] = {}
@@ -222,8 +229,10 @@ def main() -> int:
         proc, port = start_server(path)
         try:
             size = len(json.dumps(make_ruleset(1), separators=(",", ":")))
-            rps = [measure_rps(port, mode, args.clients, args.seconds)
-                   for mode in ("304", "200", "gzip")]
+            rps = [
+                measure_rps(port, mode, args.clients, args.seconds)
+                for mode in ("304", "200", "gzip")
+            ]
             streams = measure_streams(port, path, args.streams, version=1)
             # Throughput again while the streams of a second batch stay connected.
             held = [_open_stream(port) for _ in range(args.streams)]
@@ -237,16 +246,20 @@ def main() -> int:
             proc.stdin.close()
             proc.wait(timeout=10)
 
-    print(f"phaseflag serve benchmark ({platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"ruleset {size} bytes, {args.clients} keep-alive client processes)")
+    print(
+        f"phaseflag serve benchmark ({platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"ruleset {size} bytes, {args.clients} keep-alive client processes)"
+    )
     print(f"{'GET /sdk/ruleset':<32}{'requests':>10}{'errors':>8}{'req/s':>10}")
     for row in rps:
         print(f"{row['mode']:<32}{row['requests']:>10}{row['errors']:>8}{row['rps']:>10.0f}")
-    print(f"SSE: {streams['connected_with_initial_ruleset']}/{streams['streams']} got the initial "
-          f"ruleset in {streams['connect_all_seconds']:.2f} s; "
-          f"{streams['received_change']}/{streams['streams']} got the change, "
-          f"p50 {streams['change_latency_p50_ms']:.0f} ms, "
-          f"max {streams['change_latency_max_ms']:.0f} ms after the file was written")
+    print(
+        f"SSE: {streams['connected_with_initial_ruleset']}/{streams['streams']} got the initial "
+        f"ruleset in {streams['connect_all_seconds']:.2f} s; "
+        f"{streams['received_change']}/{streams['streams']} got the change, "
+        f"p50 {streams['change_latency_p50_ms']:.0f} ms, "
+        f"max {streams['change_latency_max_ms']:.0f} ms after the file was written"
+    )
 
     results = {
         "python": platform.python_version(),

@@ -23,9 +23,11 @@ _hash = mmh3.hash
 def bucket(salt: str, key: str) -> int:
     """The bucket in ``[0, 100000)`` of ``key`` under ``salt``; never raises for any str."""
     text = f"{salt}:{key}"
-    try:
+    if text.isascii():  # O(1) in CPython; ASCII is the UTF-8 encoding of itself
         h = _hash(text, 0, False)
-    except UnicodeEncodeError:  # lone surrogates: hash their UTF-8 bytes as-is
+    else:
+        # mmh3 5.x crashes the interpreter (SIGSEGV) on a str holding a lone surrogate,
+        # so non-ASCII text is encoded here; surrogates hash as their UTF-8 bytes as-is.
         h = _hash(text.encode("utf-8", "surrogatepass"), 0, False)
     return (h % 100) * 1000 + (h // 100) % 1000
 

@@ -112,7 +112,7 @@ class PhaseFlagClient:
         session: A ``requests.Session`` to use (proxies, adapters, mTLS).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the documented options are positional on the product page
         self,
         base_url: str | None = None,
         api_key: str | None = None,
@@ -142,15 +142,21 @@ class PhaseFlagClient:
     ) -> None:
         self._settings: Settings = resolve(
             {
-                "base_url": base_url, "api_key": api_key,
+                "base_url": base_url,
+                "api_key": api_key,
                 "polling_interval": polling_interval,
                 "event_flush_interval": event_flush_interval,
                 "event_batch_size": event_batch_size,
                 "bootstrap_file": _fspath("bootstrap_file", bootstrap_file),
-                "bootstrap_url": bootstrap_url, "offline_mode": offline_mode,
+                "bootstrap_url": bootstrap_url,
+                "offline_mode": offline_mode,
                 "max_event_queue_size": max_event_queue_size,
-                "request_timeout": request_timeout, "debug": debug, "fetch_mode": fetch_mode,
-                "max_staleness": max_staleness, "send_events": send_events, "verify": verify,
+                "request_timeout": request_timeout,
+                "debug": debug,
+                "fetch_mode": fetch_mode,
+                "max_staleness": max_staleness,
+                "send_events": send_events,
+                "verify": verify,
             }
         )
         if default_context is not None and not isinstance(default_context, EvaluationContext):
@@ -209,9 +215,15 @@ class PhaseFlagClient:
         if not s.base_url:
             return None
         return Transport(
-            s.base_url, s.api_key, timeout=s.request_timeout, headers=self._headers,
-            headers_factory=self._headers_factory, verify=s.verify, proxies=self._proxies,
-            max_body_bytes=MAX_DOCUMENT_BYTES, session=self._session,
+            s.base_url,
+            s.api_key,
+            timeout=s.request_timeout,
+            headers=self._headers,
+            headers_factory=self._headers_factory,
+            verify=s.verify,
+            proxies=self._proxies,
+            max_body_bytes=MAX_DOCUMENT_BYTES,
+            session=self._session,
         )
 
     def _make_events(self) -> EventProcessor | None:
@@ -219,8 +231,10 @@ class PhaseFlagClient:
         if not s.base_url or not s.send_events:
             return None
         return EventProcessor(
-            self._post_events, flush_interval=s.event_flush_interval,
-            batch_size=s.event_batch_size, max_queue_size=s.max_event_queue_size,
+            self._post_events,
+            flush_interval=s.event_flush_interval,
+            batch_size=s.event_batch_size,
+            max_queue_size=s.max_event_queue_size,
         )
 
     def _make_sync(self) -> Any:
@@ -231,9 +245,7 @@ class PhaseFlagClient:
             from ._stream import Streamer
 
             return Streamer(self._transport, self, s.polling_interval, before_first=before)
-        return Poller(
-            self._transport.fetch_ruleset, self, s.polling_interval, before_first=before
-        )
+        return Poller(self._transport.fetch_ruleset, self, s.polling_interval, before_first=before)
 
     def _post_events(self, payload: dict[str, Any]) -> None:
         transport = self._transport
@@ -246,9 +258,13 @@ class PhaseFlagClient:
             document = read()
             ruleset = compile_ruleset(document)
         except RulesetError as exc:
-            raise ConfigError(option, f"is not a valid ruleset: {exc}", "run `phaseflag validate`") from None
+            raise ConfigError(
+                option, f"is not a valid ruleset: {exc}", "run `phaseflag validate`"
+            ) from None
         except OSError as exc:
-            raise ConfigError(option, f"cannot be read: {exc.strerror or exc}", "check the path") from None
+            raise ConfigError(
+                option, f"cannot be read: {exc.strerror or exc}", "check the path"
+            ) from None
         raw = json.dumps(ruleset.source).encode()
         self._swap(ruleset, "bootstrap", raw)
 
@@ -271,6 +287,10 @@ class PhaseFlagClient:
         with self._lifecycle_lock:
             if self._state is _State.RUNNING:
                 return
+            if self._state is _State.STOPPED and self._transport is not None:
+                # stop() closed the HTTP session: a restarted client gets a fresh one.
+                self._transport = self._make_transport()
+                self._sync = None
             self._state = _State.RUNNING
             _register(self)
             self._load_cache()
@@ -288,7 +308,8 @@ class PhaseFlagClient:
         Returns True when ready, False when ``timeout`` seconds passed first.
         """
         try:
-            return self._ready.wait(max(0.0, float(timeout)))
+            # Event.wait overflows past TIMEOUT_MAX (e.g. math.inf): that long means "forever".
+            return self._ready.wait(min(max(0.0, float(timeout)), threading.TIMEOUT_MAX))
         except Exception:
             return self._ready.is_set()
 
@@ -298,15 +319,23 @@ class PhaseFlagClient:
         return self._ready.is_set()
 
     def stop(self) -> None:
-        """Stop syncing, flush queued events, join threads (bounded); idempotent."""
+        """Stop syncing, flush queued events, join threads (bounded), close the HTTP session and
+        the cache; idempotent. Reads keep serving the data held; ``start()`` may be called again."""
         with self._lifecycle_lock:
             if self._state is not _State.RUNNING:
                 return
             self._state = _State.STOPPED
-        if self._sync is not None:
-            self._sync.stop(_STOP_TIMEOUT)
-        if self._events is not None:
-            self._events.stop(self._settings.request_timeout)
+            sync, events, transport = self._sync, self._events, self._transport
+        if sync is not None:
+            sync.stop(_STOP_TIMEOUT)
+        if events is not None:
+            events.stop(self._settings.request_timeout)
+        if transport is not None:
+            transport.close()  # release pooled connections; start() makes a new transport
+        try:
+            self._cache.close()
+        except Exception as exc:
+            self._warn_once("cache:close", "phaseflag: closing the ruleset cache failed: %s", exc)
         _unregister(self)
 
     close = stop
@@ -371,58 +400,87 @@ class PhaseFlagClient:
             return merged._values
         if isinstance(context, Mapping):  # convenience: a plain dict of the same fields
             built = EvaluationContext(
-                user_id=context.get("user_id"), session_id=context.get("session_id"),
+                user_id=context.get("user_id"),
+                session_id=context.get("session_id"),
                 attributes={k: v for k, v in context.items() if k not in ("user_id", "session_id")},
             )
             return self._context_values(built)
-        raise InvalidContextError("context", f"expected an EvaluationContext, got {type(context).__name__}")
+        raise InvalidContextError(
+            "context", f"expected an EvaluationContext, got {type(context).__name__}"
+        )
 
     def _missing(self, flag_key: str) -> EvaluationResult:
         if self._ruleset is EMPTY_RULESET:
             return EvaluationResult(
-                str(flag_key), None, Reason.ERROR, error_code=ErrorCode.NOT_READY,
+                str(flag_key),
+                None,
+                Reason.ERROR,
+                error_code=ErrorCode.NOT_READY,
                 error_message="no ruleset loaded yet (not started, not ready, no bootstrap)",
             )
         return not_found(flag_key)
 
-    def _fallback_value(
-        self, flag_key: str, default: T, context: object, result: EvaluationResult | None, kind: str,
+    def _fallback_value(  # noqa: PLR0917 - private; every call passes the same seven
+        self,
+        flag_key: str,
+        default: T,
+        context: object,
+        result: EvaluationResult | None,
+        kind: str,
         accept: Callable[[object], bool],
+        convert: Callable[[Any], Any] | None = None,
     ) -> T:
-        """The caller's default (or the fallback function's value) after a miss or mismatch."""
+        """The caller's default (or the fallback function's value, ``convert``-ed) after a miss
+        or mismatch."""
         if result is not None and result.value is not None:
             self._warn_once(
-                f"type:{flag_key}:{kind}", "phaseflag: flag %r is not a %s flag (got %s); "
-                "returning the default", flag_key, kind, type(result.value).__name__,
+                f"type:{flag_key}:{kind}",
+                "phaseflag: flag %r is not a %s flag (got %s); returning the default",
+                flag_key,
+                kind,
+                type(result.value).__name__,
             )
             return default
         if result is not None and result.error_code is not None:
             level = logging.DEBUG if result.error_code == ErrorCode.NOT_READY else logging.WARNING
-            self._warn_once(f"err:{flag_key}:{result.error_code}", "phaseflag: %s for flag %r: %s",
-                            result.error_code, flag_key, result.error_message, level=level)
+            self._warn_once(
+                f"err:{flag_key}:{result.error_code}",
+                "phaseflag: %s for flag %r: %s",
+                result.error_code,
+                flag_key,
+                result.error_message,
+                level=level,
+            )
         if self._fallback is not None and (result is None or result.error_code is not None):
             try:
-                value = self._fallback(flag_key, context if isinstance(context, EvaluationContext) else None)
+                value = self._fallback(
+                    flag_key, context if isinstance(context, EvaluationContext) else None
+                )
             except Exception:
-                self._log.exception("phaseflag: fallback raised for flag %r; returning the default", flag_key)
+                self._log.exception(
+                    "phaseflag: fallback raised for flag %r; returning the default", flag_key
+                )
                 return default
             if accept(value):
-                return cast(T, value)
+                return cast(T, convert(value) if convert is not None else value)
         return default
 
     def _read(self, flag_key: str, context: EvaluationContext | None) -> EvaluationResult | None:
         try:
             return self._resolve(flag_key, context)
         except Exception as exc:  # a read never raises: bad key type, bad context, a bug
-            self._warn_once(f"read:{flag_key!r}:{type(exc).__name__}",
-                            "phaseflag: reading flag %r failed (%s); returning the default",
-                            flag_key, exc)
+            self._warn_once(
+                f"read:{flag_key!r}:{type(exc).__name__}",
+                "phaseflag: reading flag %r failed (%s); returning the default",
+                flag_key,
+                exc,
+            )
             return None
 
     def get_boolean_value(
         self, flag_key: str, default: bool, context: EvaluationContext | None = None
     ) -> bool:
-        """The flag's boolean value for ``context``, or ``default`` if missing, off-type or failing."""
+        """The flag's boolean value for ``context``, or ``default`` if missing, mistyped, failing."""
         result = self._read(flag_key, context)
         if result is not None and type(result.value) is bool:
             return result.value
@@ -448,21 +506,23 @@ class PhaseFlagClient:
                 return value
             if type(value) is float and value.is_integer():
                 return int(value)
-        return self._fallback_value(flag_key, default, context, result, "integer", _is_int)
+        return self._fallback_value(flag_key, default, context, result, "integer", _is_int, int)
 
     def get_float_value(
         self, flag_key: str, default: float, context: EvaluationContext | None = None
     ) -> float:
-        """The flag's numeric value as a float (an int counts), or ``default``; bools never count."""
+        """The flag's numeric value as a float (an int counts), or ``default``; never a bool."""
         result = self._read(flag_key, context)
         if result is not None and type(result.value) in (float, int):
             return float(result.value)
-        return self._fallback_value(flag_key, default, context, result, "number", _is_number)
+        return self._fallback_value(flag_key, default, context, result, "number", _is_number, float)
 
     get_number_value = get_float_value
 
     @overload
-    def get_json_value(self, flag_key: str, default: J, context: EvaluationContext | None = None) -> J: ...
+    def get_json_value(
+        self, flag_key: str, default: J, context: EvaluationContext | None = None
+    ) -> J: ...
     @overload
     def get_json_value(
         self, flag_key: str, default: JSONValue, context: EvaluationContext | None = None
@@ -480,7 +540,7 @@ class PhaseFlagClient:
     def get_variation(
         self, flag_key: str, context: EvaluationContext | None = None
     ) -> EvaluationResult | None:
-        """The full result (value, reason, variation key, rule id), or None if the flag is unknown."""
+        """The full result (value, reason, variation key, rule id); None if the flag is unknown."""
         result = self._read(flag_key, context)
         if result is None or result.error_code in (ErrorCode.FLAG_NOT_FOUND, ErrorCode.NOT_READY):
             return None
@@ -498,41 +558,62 @@ class PhaseFlagClient:
         return _private(result)
 
     def _typed_details(
-        self, flag_key: str, default: Any, context: EvaluationContext | None, accept: Callable[[object], bool],
+        self,
+        flag_key: str,
+        default: Any,
+        context: EvaluationContext | None,
+        accept: Callable[[object], bool],
         kind: str,
     ) -> EvaluationResult:
         result = self.get_details(flag_key, default, context)
         if result.error_code is None and not accept(result.value):
             return EvaluationResult(
-                flag_key, default, Reason.ERROR, result.variation_key, result.rule_id,
-                ErrorCode.TYPE_MISMATCH, f"flag {flag_key!r} is not a {kind} flag",
+                flag_key,
+                default,
+                Reason.ERROR,
+                result.variation_key,
+                result.rule_id,
+                ErrorCode.TYPE_MISMATCH,
+                f"flag {flag_key!r} is not a {kind} flag",
             )
         if result.error_code is not None and self._fallback is not None:
-            value = self._fallback_value(flag_key, default, context, result, kind, accept)
+            # value=None: the default that get_details filled in is not a served value
+            missed = replace(result, value=None)
+            value = self._fallback_value(flag_key, default, context, missed, kind, accept)
             return replace(result, value=value)
         return result
 
-    def get_boolean_details(self, flag_key: str, default: bool, context: EvaluationContext | None = None) -> EvaluationResult:
+    def get_boolean_details(
+        self, flag_key: str, default: bool, context: EvaluationContext | None = None
+    ) -> EvaluationResult:
         """The boolean result with reason and variation; TYPE_MISMATCH for a non-boolean flag."""
         return self._typed_details(flag_key, default, context, _is_bool, "boolean")
 
-    def get_string_details(self, flag_key: str, default: str, context: EvaluationContext | None = None) -> EvaluationResult:
+    def get_string_details(
+        self, flag_key: str, default: str, context: EvaluationContext | None = None
+    ) -> EvaluationResult:
         """The string result with reason and variation."""
         return self._typed_details(flag_key, default, context, _is_str, "string")
 
-    def get_integer_details(self, flag_key: str, default: int, context: EvaluationContext | None = None) -> EvaluationResult:
+    def get_integer_details(
+        self, flag_key: str, default: int, context: EvaluationContext | None = None
+    ) -> EvaluationResult:
         """The integer result with reason and variation (value made an int)."""
         result = self._typed_details(flag_key, default, context, _is_int, "integer")
         return replace(result, value=int(result.value)) if type(result.value) is float else result
 
-    def get_float_value_details(self, flag_key: str, default: float, context: EvaluationContext | None = None) -> EvaluationResult:
+    def get_float_value_details(
+        self, flag_key: str, default: float, context: EvaluationContext | None = None
+    ) -> EvaluationResult:
         """The numeric result with reason and variation (value made a float)."""
         result = self._typed_details(flag_key, default, context, _is_number, "number")
         return replace(result, value=float(result.value)) if type(result.value) is int else result
 
     get_float_details = get_float_value_details
 
-    def get_json_details(self, flag_key: str, default: Any, context: EvaluationContext | None = None) -> EvaluationResult:
+    def get_json_details(
+        self, flag_key: str, default: Any, context: EvaluationContext | None = None
+    ) -> EvaluationResult:
         """The JSON result with reason and variation."""
         return self._typed_details(flag_key, default, context, _is_json, "json")
 
@@ -549,10 +630,17 @@ class PhaseFlagClient:
                 result = self._read(key, context)
                 if result is None or result.error_code is not None or result.value is None:
                     continue
-                value = copy_json(result.value) if isinstance(result.value, (dict, list)) else result.value
+                value = (
+                    copy_json(result.value)
+                    if isinstance(result.value, (dict, list))
+                    else result.value
+                )
                 if details:
-                    out[key] = {"value": value, "variation_key": result.variation_key,
-                                "reason": result.reason}
+                    out[key] = {
+                        "value": value,
+                        "variation_key": result.variation_key,
+                        "reason": result.reason,
+                    }
                 else:
                     out[key] = value
         except Exception as exc:
@@ -616,17 +704,23 @@ class PhaseFlagClient:
         except Exception as exc:
             return replace(local, error_message=f"remote evaluation failed: {exc}; local result")
         return EvaluationResult(
-            flag_key=str(data.get("flag_key", flag_key)), value=data.get("value"),
-            reason=str(data.get("reason", Reason.DEFAULT)), variation_key=data.get("variation_key"),
-            rule_id=data.get("rule_id"), error_code=data.get("error_code"),
+            flag_key=str(data.get("flag_key", flag_key)),
+            value=data.get("value"),
+            reason=str(data.get("reason", Reason.DEFAULT)),
+            variation_key=data.get("variation_key"),
+            rule_id=data.get("rule_id"),
+            error_code=data.get("error_code"),
             error_message=data.get("error_message"),
         )
 
     def track_event(self, event: EvaluationEvent) -> None:
         """Queue an analytics event; O(1), never blocks or raises (see ``status()`` for drops)."""
         if not isinstance(event, EvaluationEvent):
-            self._warn_once("track_event:type", "phaseflag: track_event needs an EvaluationEvent, got %s",
-                            type(event).__name__)
+            self._warn_once(
+                "track_event:type",
+                "phaseflag: track_event needs an EvaluationEvent, got %s",
+                type(event).__name__,
+            )
             return
         events = self._events
         if events is None:
@@ -701,8 +795,12 @@ class PhaseFlagClient:
         self._failures += 1
         self._last_error = f"{type(error).__name__}: {error}"
         level = logging.WARNING if self._failures == 1 else logging.DEBUG
-        self._log.log(level, "phaseflag: ruleset sync failed (%d in a row), keeping the last good "
-                      "ruleset: %s", self._failures, self._last_error)
+        self._log.log(
+            level,
+            "phaseflag: ruleset sync failed (%d in a row), keeping the last good ruleset: %s",
+            self._failures,
+            self._last_error,
+        )
         self._listeners.emit("error", error)
         if self._settings.offline_mode and self._ruleset is not EMPTY_RULESET:
             self._mark_ready()
@@ -741,11 +839,17 @@ class PhaseFlagClient:
             try:
                 self._cache.set(self._cache_key, raw)
             except Exception as exc:
-                self._warn_once("cache:set", "phaseflag: could not write the ruleset cache: %s", exc)
+                self._warn_once(
+                    "cache:set", "phaseflag: could not write the ruleset cache: %s", exc
+                )
         changes = _diff(old, ruleset)
         if changes:
-            self._log.debug("phaseflag: ruleset v%s applied from %s (%d flags changed)",
-                            ruleset.version, source, len(changes))
+            self._log.debug(
+                "phaseflag: ruleset v%s applied from %s (%d flags changed)",
+                ruleset.version,
+                source,
+                len(changes),
+            )
             previous = None if old is EMPTY_RULESET else old.version
             self._listeners.emit("change", ChangeEvent(changes, previous, ruleset.version, source))
             if self._listeners.has("flags_changed"):
@@ -781,7 +885,9 @@ class PhaseFlagClient:
             self._state = _State.NEW
             self.start()
 
-    def _warn_once(self, key: str, message: str, *args: object, level: int = logging.WARNING) -> None:
+    def _warn_once(
+        self, key: str, message: str, *args: object, level: int = logging.WARNING
+    ) -> None:
         if key in self._warned:
             return
         if len(self._warned) < _WARN_ONCE_LIMIT:
@@ -882,10 +988,12 @@ _debug_handler: logging.Handler | None = None
 
 
 def _enable_debug_logging() -> None:
-    global _debug_handler
+    global _debug_handler  # noqa: PLW0603 - one process-wide stderr handler
     if _debug_handler is None:
         _debug_handler = logging.StreamHandler(sys.stderr)
-        _debug_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        _debug_handler.setFormatter(
+            logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+        )
         _log.addHandler(_debug_handler)
     _log.setLevel(logging.DEBUG)
 
@@ -897,7 +1005,7 @@ _hooks_lock = threading.Lock()
 
 
 def _register(client: PhaseFlagClient) -> None:
-    global _hooks_installed
+    global _hooks_installed  # noqa: PLW0603 - atexit/fork hooks are process-wide, installed once
     with _hooks_lock:
         _live.add(client)
         if not _hooks_installed:
@@ -921,7 +1029,7 @@ def _stop_all() -> None:
 
 
 def _restart_all_in_child() -> None:
-    global _hooks_lock
+    global _hooks_lock  # noqa: PLW0603 - the parent's lock may be held: replace it in the child
     _hooks_lock = threading.Lock()
     for client in list(_live):
         try:

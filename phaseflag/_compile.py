@@ -414,43 +414,72 @@ def _check_prerequisites(flags: dict[str, Flag]) -> None:
     """Isolate flags on a prerequisite cycle, or whose chain is deeper than the limit.
 
     A flag that merely depends on an isolated flag stays valid: its prerequisite
-    fails at evaluation time (reason ``prerequisite_failed``).
+    fails at evaluation time (reason ``prerequisite_failed``). Iterative, and the
+    result does not depend on the order the flags are listed in.
     """
+    valid = {key for key, flag in flags.items() if not flag.error}
+    graph = {
+        key: tuple(parent for parent, _ in flags[key].prerequisites if parent in valid)
+        for key in valid
+    }
     depth: dict[str, int] = {}
-    path: list[str] = []
-    on_path: set[str] = set()
     broken: dict[str, str] = {}
-
-    def measure(key: str) -> int:
-        known = depth.get(key)
-        if known is not None:
-            return known
-        flag = flags.get(key)
-        if flag is None or not flag.prerequisites or flag.error or key in broken:
-            depth[key] = 0
-            return 0
-        if key in on_path:
-            cycle = path[path.index(key) :]
-            for member in cycle:
-                broken[member] = "prerequisite cycle: " + " -> ".join([*cycle, key])
-            return 0
-        path.append(key)
-        on_path.add(key)
-        deepest = 1 + max(measure(parent) for parent, _ in flag.prerequisites)
-        path.pop()
-        on_path.discard(key)
-        if key not in broken:
-            depth[key] = deepest
-            if deepest > MAX_PREREQUISITE_DEPTH:
-                broken[key] = f"prerequisite chain deeper than {MAX_PREREQUISITE_DEPTH}"
-        return deepest
-
-    for key in list(flags):
-        try:
-            measure(key)
-        except RecursionError:
-            broken[key] = f"prerequisite chain deeper than {MAX_PREREQUISITE_DEPTH}"
-            path.clear()
-            on_path.clear()
+    for component in _components(graph):
+        first = component[0]
+        if len(component) > 1 or first in graph[first]:
+            members = ", ".join(sorted(component))
+            for member in component:
+                broken[member] = f"prerequisite cycle among {members}"
+                depth[member] = 0
+            continue
+        deepest = 0
+        if flags[first].prerequisites:  # a missing or isolated parent adds no depth
+            deepest = 1 + max((depth[parent] for parent in graph[first]), default=0)
+        if deepest > MAX_PREREQUISITE_DEPTH:
+            broken[first] = f"prerequisite chain deeper than {MAX_PREREQUISITE_DEPTH}"
+            deepest = 0  # evaluation stops at an isolated flag: no depth for dependents
+        depth[first] = deepest
     for key, message in broken.items():
         flags[key] = _invalid_flag(flags[key].source, ".prerequisites", message)
+
+
+def _components(graph: Mapping[str, tuple[str, ...]]) -> list[list[str]]:
+    """Strongly connected components (iterative Tarjan), prerequisites before dependents."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, iter(graph[root]))]
+        while work:
+            node, parents = work[-1]
+            for parent in parents:
+                if parent not in index:
+                    index[parent] = low[parent] = len(index)
+                    stack.append(parent)
+                    on_stack.add(parent)
+                    work.append((parent, iter(graph[parent])))
+                    break
+                if parent in on_stack:
+                    low[node] = min(low[node], index[parent])
+            else:
+                work.pop()
+                if work:
+                    caller = work[-1][0]
+                    low[caller] = min(low[caller], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    found.append(component)
+    return found

@@ -64,7 +64,7 @@ def evaluate_flag(
             return flag.prerequisite_failed_result
     if flag.targets:
         user_id = values.get("user_id")
-        hit = flag.targets.get(user_id) if type(user_id) is str else None  # type: ignore[arg-type]
+        hit = flag.targets.get(user_id) if type(user_id) is str else None
         if trace is not None:
             trace.append({"step": "targets", "user_id": user_id, "matched": hit is not None})
         if hit is not None:

@@ -145,7 +145,7 @@ def parse_date(value: object) -> float | None:
             return None
         return seconds if math.isfinite(seconds) else None
     if kind is str:
-        return _parse_date_text(value)  # type: ignore[arg-type]
+        return _parse_date_text(value)
     if isinstance(value, datetime):
         return value.timestamp() if value.tzinfo is not None else None
     return None
@@ -195,17 +195,19 @@ def _in(attr: str, operands: list[Any], negate: bool, fold: bool) -> Test:
         return in_strings
 
     def test(values: Values) -> bool:
-        value = values.get(attr)
+        value: Any = values.get(attr)
         kind = type(value)
+        group: frozenset[Any]
         if kind is str:
-            hit = (value.casefold() if fold else value) in strs  # type: ignore[union-attr]
+            group, value = strs, (value.casefold() if fold else value)
         elif kind is bool:
-            hit = value in bools
+            group = bools
         elif kind is int or kind is float:
-            hit = value in nums
+            group = nums
         else:
             return False
-        return hit is not negate
+        # A type that no operand has is the wrong type: false, negated or not.
+        return (value in group) is not negate if group else False
 
     return test
 
@@ -218,7 +220,7 @@ def _string_op(method: Callable[[str, tuple[str, ...]], bool], name: str) -> Bui
             value = values.get(attr)
             if type(value) is not str:
                 return False
-            return method(value.casefold() if fold else value, needles) is not negate  # type: ignore[union-attr]
+            return method(value.casefold() if fold else value, needles) is not negate
 
         return test
 
@@ -285,9 +287,9 @@ def _matches(attr: str, operands: list[Any], negate: bool, fold: bool) -> Test:
 
     def test(values: Values) -> bool:
         value = values.get(attr)
-        if type(value) is not str or len(value) > MAX_REGEX_INPUT:  # type: ignore[arg-type]
+        if type(value) is not str or len(value) > MAX_REGEX_INPUT:
             return False
-        return any(search(value) is not None for search in searches) is not negate  # type: ignore[arg-type]
+        return any(search(value) is not None for search in searches) is not negate
 
     return test
 
@@ -365,7 +367,7 @@ def _operands_for(name: str, operands: list[Any]) -> list[Any]:
 
 
 def _semver_value(value: object) -> SemverKey | None:
-    return semver_of(value) if type(value) is str else None  # type: ignore[arg-type]
+    return semver_of(value) if type(value) is str else None
 
 
 # Context versions parsed so far: a bounded memo of a pure function (a plain dict,

@@ -108,12 +108,18 @@ class Poller:
         except RulesetError as exc:  # over the size limit: refused unread
             self._sink.sync_failed(exc)
             return jittered(self._interval, rng=self._rng)
+        except Exception as exc:  # a bug, not the network: report it and back off, never spin
+            _log.error("phaseflag: unexpected error fetching the ruleset", exc_info=True)
+            self._sink.sync_failed(exc)
+            return self._backoff.next_delay()
         self._backoff.reset()
         self._auth_failures = 0
         if not result.not_modified and result.body is not None:
             try:
                 self._sink.apply_document(result.body, "live")
-            except RulesetError as exc:
+            except Exception as exc:  # RulesetError, or a compiler bug: keep the last good one
+                if not isinstance(exc, RulesetError):
+                    _log.error("phaseflag: unexpected error applying a ruleset", exc_info=True)
                 self._sink.sync_failed(exc)
                 return jittered(self._interval, rng=self._rng)
             self.etag = result.etag

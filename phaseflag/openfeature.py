@@ -113,6 +113,10 @@ class PhaseFlagProvider(AbstractProvider):
             raise ConfigError("client", "pass either a PhaseFlagClient or its options, not both")
         if client is not None and not isinstance(client, PhaseFlagClient):
             raise ConfigError("client", f"must be a PhaseFlagClient, got {type(client).__name__}")
+        if isinstance(init_timeout, bool) or not isinstance(init_timeout, (int, float)):
+            raise ConfigError("init_timeout", f"{init_timeout!r} is not a number of seconds")
+        if not init_timeout >= 0:
+            raise ConfigError("init_timeout", f"{init_timeout!r} must be >= 0 seconds")
         self._client = client if client is not None else PhaseFlagClient(**options)
         self._init_timeout = float(init_timeout)
         self._settled = threading.Event()

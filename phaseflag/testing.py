@@ -22,6 +22,8 @@ _NETWORK_OPTIONS: Final = ("base_url", "bootstrap_url")
 def create_mock_client(
     flags: Mapping[str, Any] | None = None,
     configs: Mapping[str, Any] | None = None,
+    *,
+    strict: bool = True,
     **options: Any,
 ) -> PhaseFlagClient:
     """A started, ready PhaseFlagClient serving static ``flags`` and ``configs``; never uses HTTP.
@@ -30,12 +32,15 @@ def create_mock_client(
     ``all_flags``, overrides, listeners and ``fallback`` behave exactly as in
     production; analytics events are dropped. To test targeting, pass a full
     ruleset (for example from :func:`ruleset`) as ``bootstrap=`` instead of
-    ``flags``. Other keyword ``options`` go to ``PhaseFlagClient``. Call
-    ``stop()`` when done (the ``phaseflag_client`` pytest fixture does).
+    ``flags``. With ``strict`` (the default) a flag the client would isolate as
+    INVALID_FLAG is an error here; pass ``strict=False`` to test that handling.
+    Other keyword ``options`` go to ``PhaseFlagClient``. Call ``stop()`` when
+    done (the ``phaseflag_client`` pytest fixture does).
 
     Raises:
         ConfigError: a network option was passed, ``bootstrap`` was combined
-            with ``flags``/``configs``, or a value cannot be served (e.g. None).
+            with ``flags``/``configs``, the data is not a valid ruleset, or (with
+            ``strict``) a flag cannot be served, e.g. a None value.
     """
     for option in _NETWORK_OPTIONS:
         if option in options:
@@ -47,6 +52,10 @@ def create_mock_client(
         options["bootstrap"] = {"flags": dict(flags or {}), "configs": dict(configs or {})}
     options.setdefault("api_key", "")
     client = PhaseFlagClient(base_url="", **options)
+    problems = client.ruleset.problems
+    if strict and problems:
+        details = "; ".join(f"{path}: {message}" for path, message in problems)
+        raise ConfigError("flags", f"cannot all be served: {details}", "or pass strict=False")
     client.start()
     return client
 

@@ -30,9 +30,7 @@ Document = dict[str, Any]
 # of the flag, e.g. ``boolean_flag("f", enabled=False, track_events=True, rules=[...])``.
 
 
-def flag(
-    key: str, type: str, variations: Mapping[str, Any], *, serve: str, **fields: Any
-) -> Flag:
+def flag(key: str, type: str, variations: Mapping[str, Any], *, serve: str, **fields: Any) -> Flag:
     """A flag of ``type`` with ``variations`` ({variation key: value}) serving ``serve``."""
     names = list(variations)
     out: Flag = {
@@ -49,7 +47,9 @@ def flag(
 
 def boolean_flag(key: str, value: bool = True, **fields: Any) -> Flag:
     """A boolean flag with variations ``on``/``off`` serving ``value`` by default (off: ``off``)."""
-    return flag(key, "boolean", {"on": True, "off": False}, serve="on" if value else "off", **fields)
+    return flag(
+        key, "boolean", {"on": True, "off": False}, serve="on" if value else "off", **fields
+    )
 
 
 def string_flag(key: str, value: str = "blue", *, off: str = "off", **fields: Any) -> Flag:
@@ -80,9 +80,7 @@ def rule(
     return out
 
 
-def ruleset(
-    *flags: Flag, version: int = 1, segments: Sequence[Mapping[str, Any]] = ()
-) -> Document:
+def ruleset(*flags: Flag, version: int = 1, segments: Sequence[Mapping[str, Any]] = ()) -> Document:
     """A schema_version 1 ruleset document holding ``flags`` and ``segments``."""
     return {
         "schema_version": 1,
@@ -218,17 +216,12 @@ class LoopbackAPI:
     event_payloads: list[Any] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-    received: threading.Condition = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.received = threading.Condition(self.lock)
 
     @property
     def base_url(self) -> str:
         """The API root (``http://127.0.0.1:<port>/api/v1``) to give a client."""
         assert self.server is not None
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/api/v1"
+        return f"http://127.0.0.1:{self.server.server_address[1]}/api/v1"
 
     def publish(self, document: Document) -> None:
         """Serve ``document`` from now on."""
@@ -251,7 +244,6 @@ class LoopbackAPI:
         path = handler.path.split("?", 1)[0]
         with self.lock:
             self.requests.append(Request(handler.command, path, dict(handler.headers), body))
-            self.received.notify_all()
             document, status = self.document, self.status
         if path == "/api/v1/sdk/ruleset" and handler.command == "GET":
             if status is not None:
@@ -268,7 +260,6 @@ class LoopbackAPI:
         if path == "/api/v1/sdk/events" and handler.command == "POST":
             with self.lock:
                 self.event_payloads.append(json.loads(body))
-                self.received.notify_all()
             return 202, {}, b""
         return 404, {}, b'{"error": "not found"}'
 
@@ -289,7 +280,7 @@ def _handler_for(api: LoopbackAPI) -> type[BaseHTTPRequestHandler]:
 
         do_GET = do_POST = _respond
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        def log_message(self, format: str, *args: Any) -> None:
             """Keep the test output quiet."""
 
     return Handler
@@ -302,7 +293,9 @@ def loopback_api() -> Iterator[LoopbackAPI]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(api))
     server.daemon_threads = True
     api.server = server
-    thread = threading.Thread(target=server.serve_forever, name="loopback-api", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="loopback-api", daemon=True
+    )
     thread.start()
     try:
         yield api

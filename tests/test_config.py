@@ -85,7 +85,7 @@ def test_bad_option_raises_config_error_naming_it(option: str, value: Any) -> No
 
 
 def test_missing_base_url_is_reported() -> None:
-    """Without base_url (argument or PHASEFLAG_BASE_URL) the error names base_url and the variable."""
+    """Without base_url (argument or variable) the error names base_url and PHASEFLAG_BASE_URL."""
     with pytest.raises(ConfigError, match="PHASEFLAG_BASE_URL") as info:
         PhaseFlagClient(api_key=KEY)
     assert info.value.option == "base_url"
@@ -135,7 +135,9 @@ def test_base_url_trailing_slash_is_dropped() -> None:
 
 def test_whole_float_batch_size_is_accepted() -> None:
     """event_batch_size=10.0 is the whole number 10."""
-    assert resolve({"base_url": BASE, "api_key": KEY, "event_batch_size": 10.0}).event_batch_size == 10
+    assert (
+        resolve({"base_url": BASE, "api_key": KEY, "event_batch_size": 10.0}).event_batch_size == 10
+    )
 
 
 ENV_CASES = [
@@ -150,8 +152,18 @@ ENV_CASES = [
     ("PHASEFLAG_SEND_EVENTS", "0", "send_events", False),
     ("PHASEFLAG_DEBUG", "off", "debug", False),
     ("PHASEFLAG_VERIFY", "false", "verify", False),
-    ("PHASEFLAG_BOOTSTRAP_FILE", "/etc/phaseflag/b.json", "bootstrap_file", "/etc/phaseflag/b.json"),
-    ("PHASEFLAG_BOOTSTRAP_URL", "https://cdn.test/b.json", "bootstrap_url", "https://cdn.test/b.json"),
+    (
+        "PHASEFLAG_BOOTSTRAP_FILE",
+        "/etc/phaseflag/b.json",
+        "bootstrap_file",
+        "/etc/phaseflag/b.json",
+    ),
+    (
+        "PHASEFLAG_BOOTSTRAP_URL",
+        "https://cdn.test/b.json",
+        "bootstrap_url",
+        "https://cdn.test/b.json",
+    ),
     ("PHASEFLAG_CACHE_DIR", "/var/cache/pf", "cache_dir", "/var/cache/pf"),
 ]
 

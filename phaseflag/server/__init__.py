@@ -3,6 +3,7 @@
 Built on the standard library (``http.server``); see PhaseFlagServer for what it serves.
 """
 
+from ._http import Limits
 from ._server import PhaseFlagServer, run
 
-__all__ = ["PhaseFlagServer", "run"]
+__all__ = ["Limits", "PhaseFlagServer", "run"]

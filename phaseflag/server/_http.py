@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import errno
 import json
 import logging
+import selectors
 import socket
+import socketserver
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -42,6 +45,7 @@ _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _SMALL_BODY: Final = 64 * 1024  # joined with the head into one write below this size
 _MAX_DRAIN: Final = 16 * 1024 * 1024  # larger refused bodies are cut off with a reset
+_HEX_DIGITS: Final = b"0123456789abcdefABCDEF"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +117,11 @@ class App(Protocol):
 
 
 def json_response(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
-    """A JSON response (compact, UTF-8)."""
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """A JSON response (compact, UTF-8; a lone surrogate from the request stays escaped)."""
+    try:
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        body = json.dumps(payload, separators=(",", ":")).encode("ascii")
     return Response(status, body, "application/json", headers)
 
 
@@ -134,6 +141,11 @@ def parse_json(body: bytes) -> Any:
         raise ValueError("the body is not UTF-8 JSON") from None
     except ValueError as exc:
         raise ValueError(f"invalid JSON: {exc}") from None
+
+
+def _is_decimal(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts "²", which ``int`` then refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def _error_body(status: int, message: str) -> bytes:
@@ -172,14 +184,62 @@ class HTTPServer(ThreadingHTTPServer):
         self.closing = False
         self._conn_lock = threading.Lock()
         self._connections: dict[socket.socket, threading.Thread] = {}
+        self._stop_requested = False
+        self._stopped = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
+        try:
+            super().__init__(address, _Handler)
+        except BaseException:
+            self._wake_r.close()
+            self._wake_w.close()
+            raise
+
+    def serve(self) -> None:
+        """Accept connections until ``stop_serving()``; unlike ``serve_forever`` it never polls."""
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.socket, selectors.EVENT_READ)
+                selector.register(self._wake_r, selectors.EVENT_READ)
+                while not self._stop_requested:
+                    ready = selector.select()
+                    if self._stop_requested:
+                        break
+                    if any(key.fileobj is self.socket for key, _ in ready):
+                        self._accept()
+        finally:
+            self._stopped.set()
+
+    def stop_serving(self, timeout: float) -> None:
+        """End ``serve()`` at once (waking its select) and wait for it."""
+        self._stop_requested = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        self._stopped.wait(timeout)
+
+    def server_close(self) -> None:
+        """Close the listening socket and the wake-up pair."""
+        super().server_close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _accept(self) -> None:
+        try:
+            request, client_address = self.get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                _log.warning("phaseflag serve: cannot accept a connection: %s", exc.strerror)
+                self._stopped.wait(0.1)  # the socket stays readable: do not spin
+            return  # otherwise the client gave up before accept()
+        try:
+            self.process_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
 
     def server_bind(self) -> None:
         """Bind without the reverse-DNS lookup ``HTTPServer.server_bind`` does (it can stall)."""
-        import socketserver
-
         socketserver.TCPServer.server_bind(self)
         host, port = self.server_address[:2]
         self.server_name = str(host)
@@ -197,10 +257,14 @@ class HTTPServer(ThreadingHTTPServer):
                     daemon=True,
                 )
                 self._connections[request] = thread
-        if refuse:
-            self._refuse(request)
-            return
-        thread.start()
+        if not refuse:
+            try:
+                thread.start()
+                return
+            except RuntimeError:  # the OS refused another thread
+                with self._conn_lock:
+                    self._connections.pop(request, None)
+        self._refuse(request)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """Run the handler, then forget the connection."""
@@ -226,11 +290,6 @@ class HTTPServer(ThreadingHTTPServer):
         for _, thread in connections:
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
-
-    @property
-    def connection_count(self) -> int:
-        """Connections open now."""
-        return len(self._connections)
 
     def _refuse(self, request: Any) -> None:
         body = _error_body(503, "too many connections")
@@ -346,7 +405,7 @@ class _Handler(BaseHTTPRequestHandler):
         if length_text is None:
             return b""
         values = {v.strip() for v in length_text.split(",")}
-        if len(values) != 1 or not next(iter(values)).isdigit():
+        if len(values) != 1 or not _is_decimal(next(iter(values))):
             raise ProtocolError(400, "malformed Content-Length")
         length = int(values.pop())
         if length > limits.max_body_bytes:
@@ -370,10 +429,9 @@ class _Handler(BaseHTTPRequestHandler):
         while True:
             line = self.rfile.readline(1026)
             digits = line.split(b";", 1)[0].strip()
-            try:
-                chunk = int(digits, 16)
-            except ValueError:
-                raise ProtocolError(400, "malformed chunk size") from None
+            if not digits or digits.strip(_HEX_DIGITS):  # int() would also take "-5", "0x5"
+                raise ProtocolError(400, "malformed chunk size")
+            chunk = int(digits, 16)
             if chunk == 0:
                 break
             size += chunk

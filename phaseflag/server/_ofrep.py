@@ -144,9 +144,9 @@ def _item(ruleset: Ruleset, flag: Flag, context: EvaluationContext) -> dict[str,
     if isinstance(flag.version, int):
         metadata["flagVersion"] = flag.version
     item: dict[str, Any] = {"key": flag.key, "reason": ofrep_reason(flag, result)}
+    # Without a variation (disabled with no off_variation) this is OFREP's "code default"
+    # shape: no value and no variant, so the caller's default is used.
     if result.variation_key is not None:
-        # No variation (e.g. disabled without off_variation): the OFREP "code default"
-        # shape, with no value and no variant, so the caller's default is used.
         item["value"] = result.value
         item["variant"] = result.variation_key
     item["metadata"] = metadata

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Sequence
@@ -28,17 +29,22 @@ class PhaseFlagServer:
     within one poll, an invalid one is refused with an error log while the last good
     version stays. ``api_keys`` empty means an open server (a warning is logged).
 
-    The constructor only assigns. ``start()`` loads the file (raising ConfigError when it
-    or ``events_out`` cannot be opened, RulesetError when it is invalid), binds (OSError
-    when the port is taken) and starts the ``phaseflag-server`` accept thread, the
-    ``phaseflag-server-watch`` poller and one ``phaseflag-server-conn`` daemon thread per
-    connection. ``stop()`` closes every connection and joins all of them; it is
-    idempotent. Both are safe to call from any thread; use as a context manager.
+    ``poll_interval`` is the file poll period, ``ping_interval`` the seconds between
+    keep-alive pings on an idle stream, ``limits`` the request limits (1 MiB bodies,
+    16 KiB headers, ...). The constructor only checks and assigns: ConfigError for a
+    malformed API key (its text is never shown).
+
+    ``start()`` loads the file (raising ConfigError when it or ``events_out`` cannot be
+    opened, RulesetError when it is invalid), binds (OSError when the port is taken) and
+    starts the ``phaseflag-server`` accept thread, the ``phaseflag-server-watch`` poller
+    and one ``phaseflag-server-conn`` daemon thread per connection. ``stop()`` closes
+    every connection and joins all of them; it is idempotent. Both are safe to call from
+    any thread; use as a context manager.
     """
 
     def __init__(
         self,
-        ruleset_path: str,
+        ruleset_path: str | os.PathLike[str],
         host: str = "127.0.0.1",
         port: int = 0,
         api_keys: Sequence[str] = (),
@@ -50,7 +56,12 @@ class PhaseFlagServer:
     ) -> None:
         if isinstance(api_keys, str):
             raise ConfigError("api_keys", "must be a sequence of keys, not one string")
-        self.ruleset_path = ruleset_path
+        for index, key in enumerate(api_keys):
+            if not isinstance(key, str) or not key.strip() or key != key.strip():
+                raise ConfigError(
+                    "api_keys", f"key #{index + 1} is empty, not a str, or has spaces around it"
+                )
+        self.ruleset_path = os.fspath(ruleset_path)
         self.host = host
         self._requested_port = port
         self._api_keys = tuple(api_keys)
@@ -125,10 +136,7 @@ class PhaseFlagServer:
                 raise
             self._events, self._watcher, self._app, self._httpd = events, watcher, app, httpd
             self._thread = threading.Thread(
-                target=httpd.serve_forever,
-                kwargs={"poll_interval": 0.1},
-                name="phaseflag-server",
-                daemon=True,
+                target=httpd.serve, name="phaseflag-server", daemon=True
             )
             self._thread.start()
             watcher.start()
@@ -160,9 +168,9 @@ class PhaseFlagServer:
             assert self._events is not None
             self._watcher.stop(timeout)
             self._app.stop()
-            httpd.shutdown()
-            httpd.server_close()
+            httpd.stop_serving(timeout)
             thread.join(timeout)
+            httpd.server_close()
             httpd.close_connections(timeout)
             self._events.close()
         _log.info("phaseflag serve: stopped")

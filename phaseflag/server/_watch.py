@@ -154,13 +154,13 @@ class RulesetWatcher:
         """
         with self._lock:
             stat = self._stat_file()
+            if stat is not None and not force and stat == self._stat and not self._racy:
+                return False
             raw = None if stat is None else self._read()
             if stat is None or raw is None:
                 self._stat = None
                 self._bad_digest = b""
                 self._refuse(f"cannot read {self.path!r} (missing or unreadable)")
-                return False
-            if not force and stat == self._stat and not self._racy:
                 return False
             self._remember(stat)
             digest = hashlib.sha256(raw).digest()

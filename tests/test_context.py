@@ -1,0 +1,182 @@
+"""EvaluationContext: accepted value types, normalisation, validation errors, immutability."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from enum import Enum, IntEnum
+from typing import Any
+
+import pytest
+
+from phaseflag._errors import InvalidContextError, PhaseFlagError
+from phaseflag.types import EvaluationContext
+
+
+class Plan(str, Enum):
+    PRO = "pro"
+
+
+class Level(IntEnum):
+    HIGH = 3
+
+
+class Ratio(float):
+    """A float subclass, as numpy.float64 is."""
+
+
+class TestAcceptedValues:
+    """str, int, float, bool and aware datetimes are kept; None is dropped."""
+
+    @pytest.mark.parametrize("value", ["x", "", 0, -7, 10**30, 1.5, float("inf"), True, False])
+    def test_scalars_are_kept_as_given(self, value: Any) -> None:
+        """Scalars keep their value and exact type."""
+        context = EvaluationContext(attributes={"a": value})
+        assert context.attributes["a"] == value
+        assert type(context.attributes["a"]) is type(value)
+        assert context.get("a") == value
+
+    def test_aware_datetime_is_normalised_to_utc(self) -> None:
+        """An aware datetime is stored as the same instant in UTC."""
+        local = datetime(2024, 5, 1, 14, 30, tzinfo=timezone(timedelta(hours=2)))
+        stored = EvaluationContext(attributes={"when": local}).attributes["when"]
+        assert isinstance(stored, datetime)
+        assert stored == local
+        assert stored.utcoffset() == timedelta(0)
+        assert stored.hour == 12
+
+    def test_none_values_are_dropped(self) -> None:
+        """An attribute given as None is absent."""
+        context = EvaluationContext(attributes={"a": None, "b": 1})
+        assert dict(context.attributes) == {"b": 1}
+        assert context.get("a") is None
+
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [(Plan.PRO, "pro"), (Level.HIGH, 3), (Ratio(0.5), 0.5)],
+        ids=["str-enum", "int-enum", "float-subclass"],
+    )
+    def test_subclasses_become_plain_values(self, value: Any, expected: Any) -> None:
+        """str/int/float subclasses (enum members, numpy floats) become the plain type."""
+        stored = EvaluationContext(attributes={"a": value}).attributes["a"]
+        assert stored == expected
+        assert type(stored) is type(expected)
+
+    def test_ids(self) -> None:
+        """user_id and session_id are kept and readable as condition attributes."""
+        context = EvaluationContext(user_id="u-1", session_id="s-1", attributes={"plan": "pro"})
+        assert (context.user_id, context.session_id) == ("u-1", "s-1")
+        assert context.get("user_id") == "u-1"
+        assert context.get("session_id") == "s-1"
+        assert "user_id" not in context.attributes
+
+    @pytest.mark.parametrize(("given", "stored"), [(42, "42"), (Plan.PRO, "pro"), (Level.HIGH, "3")])
+    def test_ids_become_plain_strings(self, given: Any, stored: str) -> None:
+        """An int id becomes its decimal text; enum members their value, not their name."""
+        context = EvaluationContext(user_id=given, session_id=given)
+        assert context.user_id == stored and type(context.user_id) is str
+        assert context.session_id == stored
+
+    def test_empty_context(self) -> None:
+        """A context may hold nothing at all."""
+        context = EvaluationContext()
+        assert (context.user_id, context.session_id, dict(context.attributes)) == (None, None, {})
+
+
+class TestRejectedValues:
+    """Anything else raises InvalidContextError naming the key."""
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            [1, 2],
+            {"a": 1},
+            (1,),
+            {1},
+            b"bytes",
+            object(),
+            Decimal("1.5"),
+            date(2024, 1, 1),
+            datetime(2024, 1, 1),  # naive
+            1 + 2j,
+        ],
+        ids=lambda v: type(v).__name__,
+    )
+    def test_unsupported_attribute(self, value: Any) -> None:
+        """The error names the attribute and is both a PhaseFlagError and a TypeError."""
+        with pytest.raises(InvalidContextError) as info:
+            EvaluationContext(attributes={"ok": 1, "bad_key": value})
+        assert info.value.key == "bad_key"
+        assert "bad_key" in str(info.value)
+        assert isinstance(info.value, PhaseFlagError) and isinstance(info.value, TypeError)
+
+    def test_naive_datetime_message_suggests_a_fix(self) -> None:
+        """A naive datetime is refused with a hint to make it aware."""
+        with pytest.raises(InvalidContextError, match="timezone-aware"):
+            EvaluationContext(attributes={"when": datetime(2024, 1, 1)})
+
+    @pytest.mark.parametrize("key", [1, None, ("a",)])
+    def test_non_string_attribute_names(self, key: Any) -> None:
+        """Attribute names must be str."""
+        with pytest.raises(InvalidContextError):
+            EvaluationContext(attributes={key: "x"})
+
+    @pytest.mark.parametrize("field", ["user_id", "session_id"])
+    @pytest.mark.parametrize("value", [True, 1.5, ["u"], object()])
+    def test_bad_ids(self, field: str, value: Any) -> None:
+        """Ids must be str (or int); the error names the field."""
+        with pytest.raises(InvalidContextError) as info:
+            EvaluationContext(**{field: value})
+        assert info.value.key == field
+
+    def test_integer_id_too_long_for_text(self) -> None:
+        """An int id beyond Python's int-to-str limit is an InvalidContextError, not ValueError."""
+        with pytest.raises(InvalidContextError):
+            EvaluationContext(user_id=10**5000)
+
+
+class TestImmutability:
+    """Contexts cannot change after construction."""
+
+    def test_attributes_cannot_be_set_or_deleted(self) -> None:
+        """Assigning or deleting any attribute raises AttributeError."""
+        context = EvaluationContext(user_id="u", attributes={"a": 1})
+        with pytest.raises(AttributeError):
+            context.user_id = "other"  # type: ignore[misc]
+        with pytest.raises(AttributeError):
+            context.extra = 1  # type: ignore[attr-defined]
+        with pytest.raises(AttributeError):
+            del context.user_id
+
+    def test_attribute_mapping_is_read_only(self) -> None:
+        """The attributes mapping refuses item assignment."""
+        context = EvaluationContext(attributes={"a": 1})
+        with pytest.raises(TypeError):
+            context.attributes["a"] = 2  # type: ignore[index]
+
+    def test_caller_dict_changes_do_not_leak_in(self) -> None:
+        """Mutating the dict passed in later does not change the context."""
+        given: dict[str, Any] = {"a": 1}
+        context = EvaluationContext(attributes=given)
+        given["a"] = 2
+        given["b"] = 3
+        assert dict(context.attributes) == {"a": 1}
+        assert context.get("a") == 1 and context.get("b") is None
+
+    def test_equality_and_hash(self) -> None:
+        """Equal contents compare equal and hash alike; merge builds a new context."""
+        a = EvaluationContext("u", attributes={"x": 1, "y": "z"})
+        b = EvaluationContext("u", attributes={"y": "z", "x": 1})
+        assert a == b and hash(a) == hash(b)
+        merged = a.merge(EvaluationContext(session_id="s", attributes={"x": 2}))
+        assert (merged.user_id, merged.session_id, merged.get("x")) == ("u", "s", 2)
+        assert a.get("x") == 1
+
+    def test_to_dict_shows_datetimes_as_iso(self) -> None:
+        """to_dict is JSON-ready: datetimes become ISO-8601 strings in UTC."""
+        when = datetime(2024, 5, 1, 14, 30, tzinfo=timezone(timedelta(hours=2)))
+        assert EvaluationContext("u", attributes={"when": when}).to_dict() == {
+            "user_id": "u",
+            "session_id": None,
+            "attributes": {"when": "2024-05-01T12:30:00+00:00"},
+        }
