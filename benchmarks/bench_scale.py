@@ -355,7 +355,7 @@ def target(name: str, measured: float, unit: str, limit: float) -> dict[str, Any
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--flags", type=int, default=10_000)
-    parser.add_argument("--builds", type=int, default=5, help="rulesets built during reads")
+    parser.add_argument("--builds", type=int, default=3, help="rulesets built during reads")
     parser.add_argument("--json", default=str(Path(__file__).with_name("results_scale.json")))
     args = parser.parse_args()
     try:

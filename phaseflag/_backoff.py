@@ -25,8 +25,9 @@ AUTH_BACKOFF_BASE = 60.0
 AUTH_BACKOFF_CAP = 3600.0
 """Largest wait (seconds) between retries after a 401/403."""
 
-MAX_RETRY_AFTER = 3600.0
-"""A server's Retry-After is honoured up to this many seconds, so a bogus header cannot stall us."""
+MAX_RETRY_AFTER = 600.0
+"""A server's Retry-After is honoured up to this many seconds (ten minutes, as the poller and the
+README promise), so a bogus header cannot stall the stream or hold events for long."""
 
 # Past this exponent base * 2**n exceeds any sane cap; clamping keeps the float finite.
 _MAX_EXPONENT = 64

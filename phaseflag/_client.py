@@ -480,7 +480,7 @@ class PhaseFlagClient:
     def get_boolean_value(
         self, flag_key: str, default: bool, context: EvaluationContext | None = None
     ) -> bool:
-        """The flag's boolean value for ``context``, or ``default`` if missing, mistyped, failing."""
+        """The flag's boolean value for ``context``; ``default`` if missing, mistyped or failing."""
         result = self._read(flag_key, context)
         if result is not None and type(result.value) is bool:
             return result.value
@@ -695,7 +695,10 @@ class PhaseFlagClient:
         if transport is None:
             return replace(local, error_message="remote evaluation unavailable: HTTP disabled")
         try:
-            context = (ctx or self._default_context or EvaluationContext()).to_dict()
+            wanted = EvaluationContext() if ctx is None else ctx
+            if self._default_context is not None:  # merged under ctx, as reads do
+                wanted = self._default_context.merge(wanted)
+            context = wanted.to_dict()
             data = transport.evaluate(flag_key, context)
         except TransportError as exc:
             if exc.status == 404:
@@ -892,6 +895,8 @@ class PhaseFlagClient:
             return
         if len(self._warned) < _WARN_ONCE_LIMIT:
             self._warned.add(key)
+        else:  # past the cap a warning would repeat on every read: keep it at DEBUG
+            level = min(level, logging.DEBUG)
         self._log.log(level, message, *args)
 
 

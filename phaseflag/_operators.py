@@ -2,9 +2,10 @@
 
 Semantics shared by every operator except ``exists`` and ``in_segment``: a missing
 attribute, or a value of the wrong type, makes the condition false whether or not it
-is negated; ``negate`` flips only a real comparison. Multi-valued operands mean
-"any of": ``in``/``equals`` any value, ``gt`` greater than some value (the minimum),
-``lt`` less than some value (the maximum), and so on.
+is negated; ``negate`` flips only a real comparison (for ``in``/``equals`` the right
+types are those the operands have: ``plan=3`` never matches ``not in ["free"]``).
+Multi-valued operands mean "any of": ``in``/``equals`` any value, ``gt`` greater than
+some value (the minimum), ``lt`` less than some value (the maximum), and so on.
 """
 
 from __future__ import annotations

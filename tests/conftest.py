@@ -2,6 +2,7 @@
 
 Two autouse fixtures apply to every test: one fails a test that leaves a ``phaseflag-*`` thread
 alive (a client started and never stopped), one hides the shell's ``PHASEFLAG_*`` variables.
+Test modules import the plain helpers directly: ``from conftest import ruleset, wait_for``.
 """
 
 from __future__ import annotations

@@ -733,6 +733,23 @@ class TestRemoteEvaluate:
         assert request.headers["Authorization"] == f"Bearer {KEY}"
         assert request.headers["Content-Type"] == "application/json"
 
+    def test_default_context_is_merged_under_ctx(
+        self, api: responses.RequestsMock, make: Make
+    ) -> None:
+        """With a default_context, evaluate() sends it merged under ctx, as reads use it."""
+        api.post(EVALUATE_URL, json={"flag_key": "color", "value": "x", "reason": "default"})
+        default = EvaluationContext(session_id="s0", attributes={"plan": "pro", "region": "eu"})
+        client = make(default_context=default)
+        client.evaluate("color", EvaluationContext(user_id="u1", attributes={"region": "us"}))
+        client.evaluate("color")
+        first, second = (json.loads(c.request.body)["context"] for c in api.calls)
+        assert first == {
+            "user_id": "u1",
+            "session_id": "s0",
+            "attributes": {"plan": "pro", "region": "us"},
+        }
+        assert second == default.to_dict()
+
     def test_200_is_parsed_into_a_result(
         self, api: responses.RequestsMock, client: PhaseFlagClient
     ) -> None:
@@ -1062,6 +1079,16 @@ class TestSafety:
         client = make(fallback=lambda key, ctx: {"i": 2.0, "f": 3}.get(key))
         as_int, as_float = client.get_integer_value("i", 0), client.get_float_value("f", 0.0)
         assert (as_int, type(as_int), as_float, type(as_float)) == (2, int, 3.0, float)
+
+    def test_read_warnings_are_bounded(self, make: Make, caplog: pytest.LogCaptureFixture) -> None:
+        """Reads of many distinct missing flags warn once each up to a cap, never on every read."""
+        client = make(bootstrap={"flags": {}})
+        keys = [f"missing-{n}" for n in range(1100)]
+        for _ in range(2):
+            for key in keys:
+                client.get_boolean_value(key, False)
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert 1000 <= len(warnings) <= len(keys)
 
     def test_raising_fallback_gives_the_default(self, make: Make) -> None:
         """A fallback function that raises is logged and the caller's default is returned."""

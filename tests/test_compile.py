@@ -1,4 +1,4 @@
-"""Compiling rulesets: schema errors with JSON paths, flag isolation, shorthand, incremental reuse."""
+"""Compiling rulesets: schema errors with JSON paths, isolation, shorthand, incremental reuse."""
 
 from __future__ import annotations
 
@@ -45,11 +45,11 @@ def _base() -> dict[str, Any]:
         "key": "beta",
         "included": ["u1"],
         "excluded": [],
-        "rules": [{"conditions": [{"attribute": "email", "operator": "ends_with", "values": ["@x"]}]}],
+        "rules": [
+            {"conditions": [{"attribute": "email", "operator": "ends_with", "values": ["@x"]}]}
+        ],
     }
-    return ruleset(
-        boolean_flag("a"), string_flag("b"), number_flag("c"), busy, segments=[segment]
-    )
+    return ruleset(boolean_flag("a"), string_flag("b"), number_flag("c"), busy, segments=[segment])
 
 
 def _at(document: Any, path: tuple[Any, ...]) -> Any:
@@ -278,7 +278,13 @@ def _flag_with(**fields: Any) -> dict[str, Any]:
 
 
 def _rollout(*weights: float, names: tuple[str, ...] = ("on", "off")) -> dict[str, Any]:
-    return {"rollout": {"variations": [{"variation": n, "weight": w} for n, w in zip(names, weights)]}}
+    return {
+        "rollout": {
+            "variations": [
+                {"variation": n, "weight": w} for n, w in zip(names, weights, strict=True)
+            ]
+        }
+    }
 
 
 def _cond(operator: str, values: list[Any], attribute: str | None = "attr") -> list[dict[str, Any]]:
@@ -288,18 +294,19 @@ def _cond(operator: str, values: list[Any], attribute: str | None = "attr") -> l
     return [{"conditions": [condition], "serve": {"variation": "on"}}]
 
 
+C0 = ".rules[0].conditions[0]"
 ISOLATION_CAUSES: list[tuple[str, dict[str, Any], str]] = [
-    ("unknown operator", _flag_with(rules=_cond("resembles", ["x"])), ".rules[0].conditions[0]"),
-    ("bad regex", _flag_with(rules=_cond("matches", ["(x"])), ".rules[0].conditions[0]"),
-    ("nested quantifier", _flag_with(rules=_cond("matches", ["(x+)*y"])), ".rules[0].conditions[0]"),
-    ("regex too long", _flag_with(rules=_cond("matches", ["x" * 257])), ".rules[0].conditions[0]"),
-    ("bad semver operand", _flag_with(rules=_cond("semver_gt", ["1.x"])), ".rules[0].conditions[0]"),
-    ("bad date operand", _flag_with(rules=_cond("before", ["soon"])), ".rules[0].conditions[0]"),
-    ("bad number operand", _flag_with(rules=_cond("gt", ["many"])), ".rules[0].conditions[0]"),
-    ("no operands", _flag_with(rules=_cond("in", [])), ".rules[0].conditions[0]"),
-    ("no attribute", _flag_with(rules=_cond("in", ["x"], attribute=None)), ".rules[0].conditions[0]"),
+    ("unknown operator", _flag_with(rules=_cond("resembles", ["x"])), C0),
+    ("bad regex", _flag_with(rules=_cond("matches", ["(x"])), C0),
+    ("nested quantifier", _flag_with(rules=_cond("matches", ["(x+)*y"])), C0),
+    ("regex too long", _flag_with(rules=_cond("matches", ["x" * 257])), C0),
+    ("bad semver operand", _flag_with(rules=_cond("semver_gt", ["1.x"])), C0),
+    ("bad date operand", _flag_with(rules=_cond("before", ["soon"])), C0),
+    ("bad number operand", _flag_with(rules=_cond("gt", ["many"])), C0),
+    ("no operands", _flag_with(rules=_cond("in", [])), C0),
+    ("no attribute", _flag_with(rules=_cond("in", ["x"], attribute=None)), C0),
     ("unknown segment", _flag_with(rules=_cond("in_segment", ["ghosts"], attribute=None)),
-     ".rules[0].conditions[0]"),
+     C0),
     ("unknown off variation", _flag_with(off_variation="none"), ".off_variation"),
     ("unknown target variation", _flag_with(targets=[{"variation": "x", "user_ids": ["u"]}]),
      ".targets[0].variation"),
@@ -388,14 +395,15 @@ class TestPrerequisiteGraph:
 
     def test_two_flag_cycle(self) -> None:
         """Both members are isolated; a flag depending on the cycle only fails its prerequisite."""
-        compiled = compile_ruleset(
-            _chain(("a", "b"), ("b", "a"), ("c", "a"), ("d", None))
-        )
+        compiled = compile_ruleset(_chain(("a", "b"), ("b", "a"), ("c", "a"), ("d", None)))
         assert evaluate(compiled, "a").error_code == ErrorCode.INVALID_FLAG
         assert evaluate(compiled, "b").error_code == ErrorCode.INVALID_FLAG
         assert evaluate(compiled, "c").reason == Reason.PREREQUISITE_FAILED
         assert evaluate(compiled, "d").value is True
-        assert {p for p, _ in compiled.problems} == {"flags[0].prerequisites", "flags[1].prerequisites"}
+        assert {p for p, _ in compiled.problems} == {
+            "flags[0].prerequisites",
+            "flags[1].prerequisites",
+        }
 
     def test_self_cycle(self) -> None:
         """A flag that requires itself is isolated."""
@@ -452,7 +460,11 @@ class TestShorthand:
         assert types == {"b": "boolean", "s": "string", "i": "number", "f": "number",
                          "o": "json", "l": "json"}  # fmt: skip
         result = evaluate(compiled, "o")
-        assert (result.value, result.variation_key, result.reason) == ({"k": [1]}, "static", "default")
+        assert (result.value, result.variation_key, result.reason) == (
+            {"k": [1]},
+            "static",
+            "default",
+        )
 
     def test_configs_and_version(self) -> None:
         """A "configs" object adds flags and "version" is kept."""
@@ -520,7 +532,9 @@ class TestIncremental:
         second = compile_ruleset(new, previous=first)
         assert second.flags["seg-user"] is not first.flags["seg-user"]
         assert second.flags["a"] is first.flags["a"]
-        assert evaluate(second, "seg-user", EvaluationContext("u2")).reason == Reason.TARGETING_MATCH
+        assert (
+            evaluate(second, "seg-user", EvaluationContext("u2")).reason == Reason.TARGETING_MATCH
+        )
         assert evaluate(first, "seg-user", EvaluationContext("u2")).reason == Reason.DEFAULT
 
     def test_isolated_flag_recovers_when_its_cycle_is_broken(self) -> None:

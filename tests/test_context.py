@@ -70,7 +70,9 @@ class TestAcceptedValues:
         assert context.get("session_id") == "s-1"
         assert "user_id" not in context.attributes
 
-    @pytest.mark.parametrize(("given", "stored"), [(42, "42"), (Plan.PRO, "pro"), (Level.HIGH, "3")])
+    @pytest.mark.parametrize(
+        ("given", "stored"), [(42, "42"), (Plan.PRO, "pro"), (Level.HIGH, "3")]
+    )
     def test_ids_become_plain_strings(self, given: Any, stored: str) -> None:
         """An int id becomes its decimal text; enum members their value, not their name."""
         context = EvaluationContext(user_id=given, session_id=given)

@@ -21,13 +21,19 @@ def _compile(*flags: dict[str, Any], segments: list[dict[str, Any]] | None = Non
 
 
 def _rollout(*slots: tuple[str, float], **fields: Any) -> dict[str, Any]:
-    return {
-        "rollout": {**fields, "variations": [{"variation": v, "weight": w} for v, w in slots]}
-    }
+    return {"rollout": {**fields, "variations": [{"variation": v, "weight": w} for v, w in slots]}}
 
 
 def _condition(attribute: str, operator: str, values: list[Any], **fields: Any) -> dict[str, Any]:
     return {"attribute": attribute, "operator": operator, "values": values, **fields}
+
+
+def _in_segment(*keys: str) -> dict[str, Any]:
+    """A rule serving "on" to members of any of the segments ``keys``."""
+    return {
+        "conditions": [{"operator": "in_segment", "values": list(keys)}],
+        "serve": {"variation": "on"},
+    }
 
 
 class TestResults:
@@ -94,7 +100,9 @@ class TestDisabled:
 
     def test_context_is_not_consulted(self) -> None:
         """A disabled flag returns its off result for every context, as one shared object."""
-        compiled = _compile(boolean_flag("a", enabled=False, rules=[rule("plan", "in", ["pro"], "on")]))
+        compiled = _compile(
+            boolean_flag("a", enabled=False, rules=[rule("plan", "in", ["pro"], "on")])
+        )
         results = {
             id(evaluate(compiled, "a", EvaluationContext(u, attributes={"plan": "pro"})))
             for u in ("u1", "u2")
@@ -104,7 +112,9 @@ class TestDisabled:
 
     def test_invalid_beats_disabled(self) -> None:
         """A disabled flag with an unusable rule is still INVALID_FLAG (validity comes first)."""
-        compiled = _compile(boolean_flag("a", enabled=False, rules=[rule("x", "resembles", ["y"], "on")]))
+        compiled = _compile(
+            boolean_flag("a", enabled=False, rules=[rule("x", "resembles", ["y"], "on")])
+        )
         assert evaluate(compiled, "a").error_code == ErrorCode.INVALID_FLAG
 
 
@@ -148,13 +158,19 @@ class TestTargets:
     def test_large_target_lists(self) -> None:
         """Thousands of targeted ids are matched by exact lookup."""
         ids = [f"user-{i}" for i in range(5000)]
-        compiled = _compile(boolean_flag("a", False, targets=[{"variation": "on", "user_ids": ids}]))
-        assert evaluate(compiled, "a", EvaluationContext("user-4999")).reason == Reason.TARGETING_MATCH
+        compiled = _compile(
+            boolean_flag("a", False, targets=[{"variation": "on", "user_ids": ids}])
+        )
+        assert (
+            evaluate(compiled, "a", EvaluationContext("user-4999")).reason == Reason.TARGETING_MATCH
+        )
         assert evaluate(compiled, "a", EvaluationContext("user-5000")).reason == Reason.DEFAULT
 
     def test_user_id_attribute_is_not_a_target_when_not_a_string(self) -> None:
         """An attribute named user_id holding a number never matches a target."""
-        compiled = _compile(boolean_flag("a", False, targets=[{"variation": "on", "user_ids": ["7"]}]))
+        compiled = _compile(
+            boolean_flag("a", False, targets=[{"variation": "on", "user_ids": ["7"]}])
+        )
         result = evaluate(compiled, "a", EvaluationContext(attributes={"user_id": 7}))
         assert result.reason == Reason.DEFAULT
 
@@ -225,25 +241,37 @@ class TestRollout:
 
     def test_served_slot_follows_the_bucket(self) -> None:
         """The served slot is the first whose cumulative threshold exceeds bucket(salt, key)."""
-        compiled = _compile(boolean_flag("f") | {"default": _rollout(("on", 12.345), ("off", 87.655))})
+        compiled = _compile(
+            boolean_flag("f") | {"default": _rollout(("on", 12.345), ("off", 87.655))}
+        )
         for i in range(2000):
             expected = "on" if bucket("f", f"u{i}") < 12_345 else "off"
             assert evaluate(compiled, "f", EvaluationContext(f"u{i}")).variation_key == expected
 
     def test_changing_weights_only_moves_users_up(self) -> None:
         """Raising the first weight keeps everyone who was in it (stable buckets)."""
+
         def served(percent: float) -> set[int]:
-            compiled = _compile(boolean_flag("f") | {"default": _rollout(("on", percent), ("off", 100 - percent))})
-            return {i for i in range(3000) if evaluate(compiled, "f", EvaluationContext(f"u{i}")).value}
+            compiled = _compile(
+                boolean_flag("f") | {"default": _rollout(("on", percent), ("off", 100 - percent))}
+            )
+            return {
+                i for i in range(3000) if evaluate(compiled, "f", EvaluationContext(f"u{i}")).value
+            }
 
         assert served(10) <= served(20) <= served(50)
 
     def test_datetime_bucketing_attribute(self) -> None:
         """A datetime bucket_by value is bucketed by its ISO text (UTC)."""
-        compiled = _compile(boolean_flag("f") | {"default": _rollout(("on", 50), ("off", 50), bucket_by="t")})
+        compiled = _compile(
+            boolean_flag("f") | {"default": _rollout(("on", 50), ("off", 50), bucket_by="t")}
+        )
         when = datetime(2024, 1, 1, tzinfo=timezone.utc)
         expected = "on" if bucket("f", when.isoformat()) < 50_000 else "off"
-        assert evaluate(compiled, "f", EvaluationContext(attributes={"t": when})).variation_key == expected
+        assert (
+            evaluate(compiled, "f", EvaluationContext(attributes={"t": when})).variation_key
+            == expected
+        )
 
 
 class TestSegments:
@@ -257,24 +285,31 @@ class TestSegments:
             {"key": "c", "included": ["u"]},
         ]
         flags = [
-            boolean_flag("uses-a", False, rules=[{"conditions": [{"operator": "in_segment", "values": ["a"]}],
-                                                  "serve": {"variation": "on"}}]),
-            boolean_flag("uses-c", False, rules=[{"conditions": [{"operator": "in_segment", "values": ["c"]}],
-                                                  "serve": {"variation": "on"}}]),
-        ]  # fmt: skip
+            boolean_flag("uses-a", False, rules=[_in_segment("a")]),
+            boolean_flag("uses-c", False, rules=[_in_segment("c")]),
+        ]
         compiled = _compile(*flags, segments=segments)
-        assert evaluate(compiled, "uses-a", EvaluationContext("u")).error_code == ErrorCode.INVALID_FLAG
+        assert (
+            evaluate(compiled, "uses-a", EvaluationContext("u")).error_code
+            == ErrorCode.INVALID_FLAG
+        )
         assert evaluate(compiled, "uses-c", EvaluationContext("u")).value is True
         assert {p for p, _ in compiled.problems} >= {"segments[0]", "segments[1]"}
 
     def test_segment_rules_use_all_operators(self) -> None:
         """Segment rules accept any operator, e.g. a semver range."""
-        segments = [{"key": "new-apps", "rules": [{"conditions": [_condition("app", "semver_gte", ["2.0.0"])]}]}]
-        flag = boolean_flag("f", False, rules=[{"conditions": [{"operator": "in_segment", "values": ["new-apps"]}],
-                                                "serve": {"variation": "on"}}])  # fmt: skip
+        segments = [
+            {
+                "key": "new-apps",
+                "rules": [{"conditions": [_condition("app", "semver_gte", ["2.0.0"])]}],
+            }
+        ]
+        flag = boolean_flag("f", False, rules=[_in_segment("new-apps")])
         compiled = _compile(flag, segments=segments)
         assert evaluate(compiled, "f", EvaluationContext(attributes={"app": "2.1.0"})).value is True
-        assert evaluate(compiled, "f", EvaluationContext(attributes={"app": "1.9.9"})).value is False
+        assert (
+            evaluate(compiled, "f", EvaluationContext(attributes={"app": "1.9.9"})).value is False
+        )
 
 
 class TestInvalidFlagIsolation:
@@ -289,14 +324,18 @@ class TestInvalidFlagIsolation:
             "bad", None, Reason.ERROR, error_code=ErrorCode.INVALID_FLAG,
             error_message="unknown operator 'resembles'",
         )  # fmt: skip
-        assert compiled.problems == (("flags[0].rules[0].conditions[0]", "unknown operator 'resembles'"),)
+        assert compiled.problems == (
+            ("flags[0].rules[0].conditions[0]", "unknown operator 'resembles'"),
+        )
         assert evaluate(compiled, "good").value is True
 
 
 class TestExplain:
     """explain(): the same result plus a readable trace of every decision."""
 
-    def _explain(self, *flags: dict[str, Any], key: str, context: EvaluationContext | None = None) -> Any:
+    def _explain(
+        self, *flags: dict[str, Any], key: str, context: EvaluationContext | None = None
+    ) -> Any:
         compiled = _compile(*flags)
         explanation = explain(compiled, key, context)
         assert explanation.result == evaluate(compiled, key, context)
@@ -362,7 +401,9 @@ class TestExplain:
 
     def test_long_and_huge_values_stay_printable(self) -> None:
         """Long strings are shortened and huge ints summarised in the trace."""
-        flag = boolean_flag("a", False, rules=[rule("s", "in", ["x"], "on"), rule("n", "gt", [0], "off")])
+        flag = boolean_flag(
+            "a", False, rules=[rule("s", "in", ["x"], "on"), rule("n", "gt", [0], "off")]
+        )
         context = EvaluationContext(attributes={"s": "y" * 500, "n": -(10**5000)})
         explanation = self._explain(flag, key="a", context=context)
         assert len(explanation.steps[0]["context_value"]) == 80

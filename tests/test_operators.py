@@ -352,9 +352,7 @@ class TestNumeric:
         assert holds(operator, [operand], 100.001) is above
         assert holds(operator, [float(operand)], 101) is above
 
-    @pytest.mark.parametrize(
-        "text", ["42", " 42 ", "42.0", "4.2e1", "+42", "042", "42.", "420e-1"]
-    )
+    @pytest.mark.parametrize("text", ["42", " 42 ", "42.0", "4.2e1", "+42", "042", "42.", "420e-1"])
     def test_numeric_strings_are_parsed(self, text: str) -> None:
         """A context string that spells a number compares as that number."""
         assert holds("gte", [42], text) is True
@@ -533,9 +531,7 @@ class TestDates:
         """Fractional seconds of any length are read to the microsecond."""
         assert parse_date("2024-01-01T00:00:00.5Z") == EPOCH_2024 + 0.5
         assert parse_date("2024-01-01T00:00:00,25Z") == EPOCH_2024 + 0.25
-        assert parse_date("2024-01-01T00:00:00.123456789Z") == pytest.approx(
-            EPOCH_2024 + 0.123456
-        )
+        assert parse_date("2024-01-01T00:00:00.123456789Z") == pytest.approx(EPOCH_2024 + 0.123456)
 
     @pytest.mark.parametrize(
         "text",
@@ -619,7 +615,9 @@ class TestDates:
 class TestExists:
     """exists: presence only."""
 
-    @pytest.mark.parametrize("value", ["", 0, 0.0, False, "x", datetime(2024, 1, 1, tzinfo=timezone.utc)])
+    @pytest.mark.parametrize(
+        "value", ["", 0, 0.0, False, "x", datetime(2024, 1, 1, tzinfo=timezone.utc)]
+    )
     def test_present_values(self, value: Any) -> None:
         """Any present value counts, falsy ones included."""
         assert holds("exists", None, value) is True
@@ -634,7 +632,10 @@ class TestExists:
     def test_ids_are_attributes(self) -> None:
         """user_id and session_id can be tested like attributes."""
         ruleset = compile_ruleset(
-            {"schema_version": 1, "flags": [_flag({"attribute": "session_id", "operator": "exists"})]}
+            {
+                "schema_version": 1,
+                "flags": [_flag({"attribute": "session_id", "operator": "exists"})],
+            }
         )
         assert evaluate(ruleset, "f", EvaluationContext(session_id="s")).value is True
         assert evaluate(ruleset, "f", EvaluationContext(user_id="u")).value is False

@@ -255,16 +255,12 @@ class TestFallback:
         (record,) = [r for r in caplog.records if "fallback" in r.getMessage()]
         assert record.exc_info is not None and "fallback exploded" in str(record.exc_info[1])
 
-    @pytest.mark.xfail(strict=True, reason="client bug: _typed_details treats the default-filled "
-                       "result as a type mismatch, so details never use the fallback")  # fmt: skip
     def test_details_carry_the_fallback_value(self) -> None:
         """get_*_details of a missing flag report the fallback's value with the error code."""
         client = self._client(lambda key, ctx: "from-fallback")
         details = client.get_string_details("missing", "default")
         assert (details.value, details.error_code) == ("from-fallback", "FLAG_NOT_FOUND")
 
-    @pytest.mark.xfail(strict=True, reason="client bug: fallback values are returned uncoerced "
-                       "(2.0 from get_integer_value, 3 from get_float_value)")  # fmt: skip
     def test_fallback_numbers_are_coerced_to_the_getter_type(self) -> None:
         """A whole float from the fallback is an int for get_integer_value, an int a float."""
         client = self._client(lambda key, ctx: {"i": 2.0, "f": 3}.get(key))

@@ -80,7 +80,7 @@ _NON_ASCII_KEYS = [
     "👩‍💻",
     "🇩🇪",
     "🚀🚀🚀",
-    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",  # noqa: RUF001 - mathematical letters on purpose
     "\u00a0nbsp",
     "\ufeffbom",
 ]
@@ -169,7 +169,7 @@ def _rollouts() -> list[dict[str, Any]]:
             out.append(_rollout_case(salt, key, weights))
     # Buckets on either side of the thresholds, where an off-by-one would show.
     edges = _edge_keys("edge", [0, 999, 1000, 49_999, 50_000, 99_999])
-    for bucket, key in sorted(edges.items()):
+    for _, key in sorted(edges.items()):
         for weights in (["50", "50"], ["1", "99"], ["0.001", "99.999"], ["99.999", "0.001"]):
             out.append(_rollout_case("edge", key, weights))
     return out

@@ -1,0 +1,375 @@
+"""Events: ``track_event`` cost, what evaluation summaries add to a read, and the flusher
+delivering 1,000,000 events a minute to a local server with none lost.
+
+Run: ``python benchmarks/bench_events.py [--events 1000000] [--json PATH]``. The server
+is ``phaseflag serve`` (PhaseFlagServer) in its own process, writing every event it
+accepts to a file, which is counted (and every event's sequence number checked) at the
+end. Prints a table and writes JSON; exit status 1 when a target is missed, 2 when a
+result is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import http.client
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import bench_evaluation as scen
+
+from phaseflag import EvaluationContext, EvaluationEvent, PhaseFlagClient
+
+ROOT = Path(__file__).resolve().parents[1]
+API_KEY = "bench-events-key-0123"
+TARGET_TRACK_NS = 1000.0
+TARGET_SUMMARY_NS = 100.0
+TARGET_PER_MINUTE = 1_000_000
+PACE = 1.05  # produce 5% faster than the target: delivered/min >= target means kept up
+RSS_GROWTH_LIMIT_MB = 50.0  # 1M queued events would take far more than this
+PAID = EvaluationContext(user_id="user-1", attributes={"plan": "pro"})
+
+SERVER_CODE = """
+import sys
+from phaseflag.server import PhaseFlagServer
+server = PhaseFlagServer(sys.argv[1], api_keys=[sys.argv[2]], events_out=sys.argv[3])
+server.start()
+print(server.port, flush=True)
+sys.stdin.read()  # run until the parent closes our stdin
+server.stop()
+"""
+
+
+class WrongResult(AssertionError):
+    """The benchmark saw a wrong answer; its numbers would mean nothing."""
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise WrongResult(message)
+
+
+def ruleset() -> dict[str, Any]:
+    """The S1-S4 flags plus an S2-shaped pair differing only in ``track_events``."""
+    doc = scen.build_ruleset()
+    s2 = next(f for f in doc["flags"] if f["key"] == "s2")
+    doc["flags"] += [
+        {**s2, "key": "tracked", "track_events": True},
+        {**s2, "key": "untracked", "track_events": False},
+    ]
+    return doc
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+class Server:
+    """``phaseflag serve`` in a child process, appending accepted events to a file."""
+
+    def __init__(self, workdir: str) -> None:
+        self.ruleset_path = Path(workdir, "ruleset.json")
+        self.ruleset_path.write_text(json.dumps(ruleset()), "utf-8")
+        self.events_path = events = Path(workdir, "events.jsonl")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER_CODE, *map(str, (self.ruleset_path, API_KEY, events))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+        self.url = f"http://127.0.0.1:{self.port}/api/v1"
+
+    def received(self) -> int:
+        """Events the server has accepted so far (its /healthz counter)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", "/healthz")
+            return int(json.loads(conn.getresponse().read())["events_received"])
+        finally:
+            conn.close()
+
+    def wait_received(self, count: int, timeout: float) -> float:
+        """Poll until the server has accepted ``count`` events; returns when (perf_counter)."""
+        deadline = time.perf_counter() + timeout
+        while self.received() < count:
+            if time.perf_counter() > deadline:
+                raise WrongResult(f"server has {self.received()} of {count} events")
+            time.sleep(0.02)
+        return time.perf_counter()
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """The summary events the server has written so far."""
+        with self.events_path.open("rb") as file:
+            return [json.loads(line) for line in file if b'"kind":"summary"' in line]
+
+
+def client_for(server: Server, **options: Any) -> PhaseFlagClient:
+    client = PhaseFlagClient(server.url, API_KEY, bootstrap=ruleset(), **options)
+    client.start()
+    expect(client.wait_until_ready(10), "the client did not become ready")
+    return client
+
+
+# -- track_event and summary costs ------------------------------------------------------------
+
+
+def measure_track(server: Server, rounds: int = 200, per_round: int = 1000) -> dict[str, Any]:
+    """Median ns per ``track_event`` call (events built beforehand), flusher running.
+
+    Tracking in a tight loop outruns any HTTP flusher, so the queue is made big enough to
+    hold every event (a full queue drops the oldest: a different path); all must arrive.
+    """
+    client = client_for(server, max_event_queue_size=rounds * per_round)
+    events = [
+        EvaluationEvent(flag_key="track", variation_key="on", user_id=f"user-{i}")
+        for i in range(per_round)
+    ]
+    track = client.track_event
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter_ns()
+        for event in events:
+            track(event)
+        samples.append((time.perf_counter_ns() - start) / per_round)
+    start = time.perf_counter_ns()
+    built = [EvaluationEvent(flag_key="track", user_id=f"user-{i}") for i in range(per_round)]
+    build_ns = (time.perf_counter_ns() - start) / len(built)
+    expect(client.flush_events(), "flush_events() did not deliver everything")
+    status = client.status()
+    client.stop()
+    tracked = rounds * per_round
+    expect(status.events_sent == tracked, f"sent {status.events_sent} of {tracked}")
+    expect(status.events_dropped == 0 and status.events_failed == 0, f"lost events: {status}")
+    return {
+        "median_ns": statistics.median(samples),
+        "p90_ns": sorted(samples)[int(0.9 * len(samples))],
+        "event_construction_ns": build_ns,
+        "tracked": tracked,
+    }
+
+
+def measure_summary_overhead(server: Server, rounds: int = 41, reads: int = 5000) -> dict[str, Any]:
+    """What counting a read for the evaluation summary adds: the same S2-shaped flag read
+    with ``track_events`` true vs false, interleaved; the median of per-round differences.
+    The summary that reaches the server must count every tracked read."""
+    earlier = len(server.summaries())
+    client = client_for(server)
+    get = client.get_boolean_value
+    expect(get("tracked", False, PAID) and get("untracked", False, PAID), "flags not served")
+    diffs, tracked_ns, untracked_ns = [], [], []
+    gc.disable()
+    try:
+        for r in range(rounds):
+            pair = {}
+            for key in ("tracked", "untracked") if r % 2 else ("untracked", "tracked"):
+                start = time.perf_counter_ns()
+                for _ in range(reads):
+                    get(key, False, PAID)
+                pair[key] = (time.perf_counter_ns() - start) / reads
+            diffs.append(pair["tracked"] - pair["untracked"])
+            tracked_ns.append(pair["tracked"])
+            untracked_ns.append(pair["untracked"])
+    finally:
+        gc.enable()
+    expect(client.flush_events(), "flush_events() did not deliver the summary")
+    client.stop()
+    counted: dict[str, int] = {}
+    for event in server.summaries()[earlier:]:
+        for counter in event["counters"]:
+            key = counter["flag_key"]
+            counted[key] = counted.get(key, 0) + counter["count"]
+    want = rounds * reads + 1
+    expect(counted.get("tracked") == want, f"summary counted {counted.get('tracked')} != {want}")
+    expect("untracked" not in counted, "a flag without track_events was counted")
+    return {
+        "added_ns": statistics.median(diffs),
+        "tracked_ns": statistics.median(tracked_ns),
+        "untracked_ns": statistics.median(untracked_ns),
+        "summary_count": counted["tracked"],
+    }
+
+
+# -- the flusher at 1,000,000 events a minute ---------------------------------------------------
+
+
+def measure_throughput(server: Server, total: int) -> dict[str, Any]:
+    """Track ``total`` events paced at PACE x 1M/min with default client settings; the
+    server must accept every one exactly once. Samples RSS and the queue while it runs."""
+    already = server.received()
+    client = client_for(server)
+    batches: list[int] = []
+    transport = client._transport  # count the batches the flusher posts
+    assert transport is not None
+    post = transport.post_events
+
+    def counting_post(payload: Any) -> None:
+        post(payload)
+        batches.append(len(payload["events"]))
+
+    transport.post_events = counting_post  # type: ignore[method-assign]
+    gc.collect()
+    rss_start = rss_bytes()
+    rss_peak, queued_peak = rss_start, 0
+    per_second = PACE * TARGET_PER_MINUTE / 60
+    tick = 0.01
+    produced = 0
+    began = time.perf_counter()
+    next_sample = began
+    while produced < total:
+        now = time.perf_counter()
+        due = min(total, int((now - began) * per_second) + 1)
+        while produced < due:
+            client.track_event(
+                EvaluationEvent(flag_key="tput", user_id="user-1", metadata={"i": produced})
+            )
+            produced += 1
+        if now >= next_sample:
+            next_sample = now + 0.25
+            rss_peak = max(rss_peak, rss_bytes())
+            queued_peak = max(queued_peak, client.status().events_queued)
+        time.sleep(max(0.0, tick - (time.perf_counter() - now)))
+    produced_at = time.perf_counter()
+    # The last partial batch would wait for the periodic flush (30 s by default), as at
+    # shutdown: send it now, like stop() does.
+    expect(client.flush_events(), "flush_events() did not deliver everything")
+    delivered_at = server.wait_received(already + total, timeout=120)
+    status = client.status()
+    client.stop()
+    expect(status.events_dropped == 0 and status.events_failed == 0, f"lost events: {status}")
+    seconds = delivered_at - began
+    return {
+        "events": total,
+        "produce_seconds": produced_at - began,
+        "deliver_seconds": seconds,
+        "delivered_per_minute": total / seconds * 60,
+        "batches": len(batches),
+        "batch_size_mean": statistics.mean(batches) if batches else 0,
+        "batch_size_max": max(batches, default=0),
+        "queued_peak": queued_peak,
+        "rss_start_mb": rss_start / 2**20,
+        "rss_peak_mb": rss_peak / 2**20,
+        "rss_growth_mb": (rss_peak - rss_start) / 2**20,
+        "events_sent": status.events_sent,
+    }
+
+
+def count_delivered(server: Server, total: int) -> int:
+    """Every ``tput`` event in the server's file, checking each sequence number once."""
+    seen = bytearray(total)
+    count = 0
+    with server.events_path.open("rb") as file:
+        for line in file:
+            if b'"flag_key":"tput"' not in line:
+                continue
+            i = json.loads(line)["metadata"]["i"]
+            expect(0 <= i < total and not seen[i], f"event {i} delivered twice or unknown")
+            seen[i] = 1
+            count += 1
+    return count
+
+
+def run(total: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as workdir:
+        server = Server(workdir)
+        try:
+            throughput = measure_throughput(server, total)
+            track = measure_track(server)
+            summary = measure_summary_overhead(server)
+        finally:
+            server.stop()
+        delivered = count_delivered(server, total)
+    expect(delivered == total, f"{delivered} of {total} events in the server's file")
+    throughput["in_file"] = delivered
+    t = throughput
+    targets = [
+        _target("track_event median", track["median_ns"], "ns", f"<= {TARGET_TRACK_NS:g}"),
+        _target("summary cost added to a read", summary["added_ns"], "ns", "<= 100"),
+        _target(f"{total:,} events: delivered/min", t["delivered_per_minute"], "", ">= 1e6"),
+        _target("  ... lost (not in the server's file)", total - delivered, "", "== 0"),
+        _target("  ... RSS growth while sending", t["rss_growth_mb"], "MB", "<= 50"),
+    ]
+    targets[0]["met"] = track["median_ns"] <= TARGET_TRACK_NS
+    targets[1]["met"] = summary["added_ns"] <= TARGET_SUMMARY_NS
+    targets[2]["met"] = t["delivered_per_minute"] >= TARGET_PER_MINUTE
+    targets[3]["met"] = delivered == total
+    targets[4]["met"] = t["rss_growth_mb"] <= RSS_GROWTH_LIMIT_MB
+    return {
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "server": "phaseflag.server.PhaseFlagServer in a child process",
+        "track_event": track,
+        "summary": summary,
+        "throughput": throughput,
+        "targets": targets,
+    }
+
+
+def _target(name: str, measured: float, unit: str, target: str) -> dict[str, Any]:
+    return {"name": name, "measured": round(measured, 2), "unit": unit, "target": target}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--json", default=str(Path(__file__).with_name("results_events.json")))
+    args = parser.parse_args()
+    try:
+        report = run(args.events)
+    except WrongResult as exc:
+        print(f"WRONG RESULT: {exc}", file=sys.stderr)
+        return 2
+    tr, su, t = report["track_event"], report["summary"], report["throughput"]
+    print(
+        f"track_event: median {tr['median_ns']:.0f} ns per call (p90 {tr['p90_ns']:.0f}); "
+        f"building the EvaluationEvent: {tr['event_construction_ns']:.0f} ns"
+    )
+    print(
+        f"summary: read with track_events {su['tracked_ns']:.0f} ns vs "
+        f"{su['untracked_ns']:.0f} ns without: +{su['added_ns']:.0f} ns; the server's "
+        f"summary counted {su['summary_count']:,} reads"
+    )
+    print(
+        f"flusher: {t['events']:,} events tracked in {t['produce_seconds']:.1f} s, all "
+        f"delivered after {t['deliver_seconds']:.1f} s = {t['delivered_per_minute']:,.0f}/min; "
+        f"{t['batches']:,} batches (mean {t['batch_size_mean']:.0f}, max "
+        f"{t['batch_size_max']}); queue peak {t['queued_peak']:,}; RSS {t['rss_start_mb']:.0f}"
+        f" -> peak {t['rss_peak_mb']:.0f} MB; {t['in_file']:,} in the server's file"
+    )
+    print(f"\n{'target':<40}{'measured':>14}  {'target':<8} met")
+    for x in report["targets"]:
+        m = x["measured"]
+        shown = f"{m:,.0f}" if abs(m) >= 10_000 else f"{m:g}"
+        print(
+            f"{x['name']:<40}{shown:>12}{x['unit']:>2}  {x['target']:<8} "
+            f"{'yes' if x['met'] else 'NO'}"
+        )
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.json}")
+    return 0 if all(x["met"] for x in report["targets"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

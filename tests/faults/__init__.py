@@ -1,0 +1,1 @@
+"""Fault injection: real clients against a loopback server that misbehaves on demand."""

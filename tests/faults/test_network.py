@@ -1,0 +1,137 @@
+"""Network faults: refused, unresolvable, connect and read timeouts, silence, trickles, resets.
+
+Every scenario: the client holds version 1, meets the fault, keeps serving version 1 at
+normal read latency, then picks up version 2 by itself once the fault ends.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import wait_for
+
+from phaseflag import PhaseFlagClient
+
+from .conftest import CONTEXT, FaultServer, failed, hit, recovers, serves_during_fault
+
+HOST = "phaseflag-test.invalid"
+
+
+@pytest.fixture
+def resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, bool]]:
+    """Controls whether HOST resolves (to 127.0.0.1); when it does not, the real resolver is
+    asked, and ``.invalid`` never resolves (RFC 6761)."""
+    real = socket.getaddrinfo
+    state = {"up": True}
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == HOST and state["up"]:
+            return real("127.0.0.1", port, *args, **kwargs)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield state
+
+
+def test_connection_refused(live_client: PhaseFlagClient, server: FaultServer) -> None:
+    """With the port closed the client serves version 1, then reconnects when it reopens."""
+    server.down()
+    serves_during_fault(live_client, failed(live_client))
+    assert "ConnectionError" in (live_client.status().last_error or "")
+    server.up()
+    assert recovers(live_client, server) < 2
+
+
+def test_name_resolution_failure(
+    server: FaultServer,
+    make_client: Callable[..., PhaseFlagClient],
+    resolver: dict[str, bool],
+) -> None:
+    """An unresolvable host name is a retried network error; the client recovers once it
+    resolves again."""
+    server.keep_alive = False  # every poll connects, so every poll resolves the name
+    client = make_client(server.url_for(HOST))
+    assert client.wait_until_ready(5)
+    resolver["up"] = False
+    serves_during_fault(client, failed(client))
+    assert "resolve" in (client.status().last_error or "").lower()
+    resolver["up"] = True
+    assert recovers(client, server) < 2
+
+
+def test_connect_timeout(live_client: PhaseFlagClient, server: FaultServer) -> None:
+    """A server whose accept queue is full times connects out; reads carry on meanwhile."""
+    server.blackhole()
+    serves_during_fault(live_client, failed(live_client))
+    assert "timed out" in (live_client.status().last_error or "")
+    server.up()
+    assert recovers(live_client, server) < 3
+
+
+def test_read_timeout_mid_body(live_client: PhaseFlagClient, server: FaultServer) -> None:
+    """A body that stops after 100 bytes is cut by the read timeout, and retried."""
+    server.set(ruleset="stall")
+    serves_during_fault(live_client, failed(live_client))
+    assert "timed out" in (live_client.status().last_error or "")
+    assert recovers(live_client, server) < 2
+
+
+def test_server_never_answers(live_client: PhaseFlagClient, server: FaultServer) -> None:
+    """A server that accepts and never sends a byte costs one read timeout per attempt."""
+    server.set(ruleset="hang")
+    serves_during_fault(live_client, failed(live_client))
+    assert "timed out" in (live_client.status().last_error or "")
+    assert recovers(live_client, server) < 2
+
+
+def test_server_closes_without_answer(live_client: PhaseFlagClient, server: FaultServer) -> None:
+    """A connection closed before any answer is a retried network error."""
+    server.set(ruleset="close")
+    serves_during_fault(live_client, failed(live_client, 3))
+    assert recovers(live_client, server) < 2
+
+
+def test_trickling_body_cut_at_the_deadline(
+    server: FaultServer, make_client: Callable[..., PhaseFlagClient]
+) -> None:
+    """A body trickling faster than the read timeout is still cut at the body deadline.
+
+    Here the deadline is max(1 s, 6 x 0.2 s) = 1.2 s (patched down from 60 s); each byte
+    arrives within the 0.2 s read timeout, so only the deadline can end the fetch.
+    """
+    client = make_client(server.base_url, request_timeout=0.2)
+    assert client.wait_until_ready(5)
+    server.set(ruleset="trickle")
+    wait_for(hit(server, "trickle", 1))
+    began = time.monotonic()
+    serves_during_fault(client, failed(client, 1))
+    took = time.monotonic() - began
+    assert "did not arrive in time" in (client.status().last_error or "")
+    assert 0.9 < took < 4, took
+    assert server.sent["trickle"] < 200  # one byte per 50 ms for about 1.2 s
+    assert recovers(client, server) < 2
+
+
+def test_connection_reset_mid_body(live_client: PhaseFlagClient, server: FaultServer) -> None:
+    """A TCP reset halfway through the body rejects that fetch only."""
+    server.set(ruleset="reset")
+    serves_during_fault(live_client, failed(live_client, 3))
+    error = live_client.status().last_error or ""
+    assert "reset" in error.lower() or "connection" in error.lower(), error
+    assert recovers(live_client, server) < 2
+
+
+def test_stop_during_a_hung_request_is_bounded(
+    live_client: PhaseFlagClient, server: FaultServer
+) -> None:
+    """stop() returns within its one-second join even while a request hangs."""
+    server.set(ruleset="hang")
+    wait_for(hit(server, "hang", 1))
+    began = time.monotonic()
+    live_client.stop()
+    assert time.monotonic() - began < 1.5
+    assert live_client.get_boolean_value("flag", False, CONTEXT) is True

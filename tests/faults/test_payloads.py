@@ -1,0 +1,64 @@
+"""Bad 200s: truncated gzip, HTML, schema failures, 500 MB bodies, gzip bombs, deep nesting.
+
+A bad body is rejected whole, the last good ruleset keeps serving, and an oversize body is
+refused at the 10 MiB limit without being read to its end.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import wait_for
+
+from phaseflag import PhaseFlagClient
+
+from .conftest import LIMIT, FaultServer, failed, hit, recovers, serves_during_fault
+
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        ("truncated_gzip", "compressed body is truncated"),
+        ("html", "not valid JSON"),
+        ("bad_schema", "failed schema validation"),
+        ("deep", "nested too deeply"),
+        ("gzip_bomb", "exceeds max_body_bytes"),
+    ],
+)
+def test_bad_body_rejected_whole(
+    live_client: PhaseFlagClient, server: FaultServer, mode: str, error: str
+) -> None:
+    """A 200 whose body cannot be used is reported, the held ruleset keeps serving, and the
+    next good body is applied."""
+    server.set(ruleset=mode)
+    serves_during_fault(live_client, hit(server, mode))
+    wait_for(failed(live_client))
+    assert error in (live_client.status().last_error or "")
+    assert recovers(live_client, server) < 2
+
+
+def test_declared_500_mb_refused_unread(live_client: PhaseFlagClient, server: FaultServer) -> None:
+    """A Content-Length of 500 MB is refused from the headers: almost nothing is transferred."""
+    server.set(ruleset="huge_declared")
+    serves_during_fault(live_client, hit(server, "huge_declared", 3))
+    assert "exceeds max_body_bytes" in (live_client.status().last_error or "")
+    assert recovers(live_client, server) < 2
+    transfers = server.transfers["huge_declared"]
+    assert transfers and max(transfers) < MiB, transfers  # socket buffers, not reads
+
+
+@pytest.mark.parametrize("mode", ["huge_unframed", "huge_chunked"])
+def test_streamed_500_mb_stopped_at_the_limit(
+    live_client: PhaseFlagClient, server: FaultServer, mode: str
+) -> None:
+    """A 500 MB body without a length is read only up to the 10 MiB limit, then dropped."""
+    server.set(ruleset=mode)
+    serves_during_fault(live_client, hit(server, mode, 2))
+    assert "exceeds max_body_bytes" in (live_client.status().last_error or "")
+    assert recovers(live_client, server) < 2
+    transfers = server.transfers[mode]
+    assert transfers, transfers
+    # At least the limit was sent (the client read that far), and at most the limit plus
+    # what the two sockets' buffers held when the client hung up.
+    assert all(LIMIT <= sent < LIMIT + 4 * MiB for sent in transfers), transfers
