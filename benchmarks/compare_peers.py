@@ -38,7 +38,6 @@ TARGET_RATIO = 5.0
 SAMPLE_SECONDS = 0.02  # time one sample for about this long
 MAX_BATCH = 2000
 MIN_BATCH = 100
-WARMUP = 100  # untimed evaluations before each sample
 S2_PLANS = ["pro", "enterprise"]
 S4_PLANS = ["pro", "enterprise", "team"]
 S4_MINIMUMS = [f"{9 - i}.0.0" for i in range(9)] + ["1.0.0"]  # rule i: app_version >= this
@@ -673,7 +672,6 @@ def measure(
                 for sdk in order:
                     idx = indices[name][: sizes[sdk.name, name]]
                     contexts = [sdk.contexts[i] for i in idx]
-                    sdk.batches[name](contexts[:WARMUP])  # caches hold the last SDK's data
                     start = time.perf_counter_ns()
                     got = sdk.batches[name](contexts)
                     elapsed = time.perf_counter_ns() - start

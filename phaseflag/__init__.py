@@ -2,6 +2,7 @@
 
 import logging as _logging
 
+from ._async import AsyncPhaseFlagClient
 from ._cache import Cache, FileCache, MemoryCache
 from ._client import PhaseFlagClient
 from ._compile import compile_ruleset, load_ruleset
@@ -29,6 +30,7 @@ from .types import (
 )
 
 __all__ = [
+    "AsyncPhaseFlagClient",
     "AuthenticationError",
     "Cache",
     "ChangeEvent",
