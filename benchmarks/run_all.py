@@ -91,7 +91,7 @@ def table(entries: list[dict[str, Any]]) -> str:
             rows.append(
                 (
                     name,
-                    t["name"].strip(" ."),
+                    t["name"],
                     _measured(t),
                     t["target"],
                     "yes" if t["met"] else "NO",
@@ -118,7 +118,7 @@ def main() -> int:
         entries.append(entry)
     every = [t for e in entries for t in e["targets"]]
     failed = [e["script"] for e in entries if "error" in e]
-    missed = [t["name"].strip(" .") for t in every if not t["met"]]
+    missed = [t["name"] for t in every if not t["met"]]
     print(table(entries))
     peers = next((e for e in entries if e["script"] == "compare_peers.py"), {})
     for name, info in peers.get("report", {}).get("peers", {}).items():
