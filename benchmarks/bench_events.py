@@ -106,11 +106,10 @@ class Server:
             conn.close()
 
     def wait_received(self, count: int, timeout: float) -> float:
-        """Poll until the server has accepted ``count`` events; returns when (perf_counter)."""
+        """Poll until the server has accepted ``count`` events (or ``timeout`` passed);
+        returns when, as ``time.perf_counter()``."""
         deadline = time.perf_counter() + timeout
-        while self.received() < count:
-            if time.perf_counter() > deadline:
-                raise WrongResult(f"server has {self.received()} of {count} events")
+        while self.received() < count and time.perf_counter() < deadline:
             time.sleep(0.02)
         return time.perf_counter()
 
@@ -253,11 +252,10 @@ def measure_throughput(server: Server, total: int) -> dict[str, Any]:
     produced_at = time.perf_counter()
     # The last partial batch would wait for the periodic flush (30 s by default), as at
     # shutdown: send it now, like stop() does.
-    expect(client.flush_events(), "flush_events() did not deliver everything")
-    delivered_at = server.wait_received(already + total, timeout=120)
+    client.flush_events()
+    delivered_at = server.wait_received(already + total, timeout=60)
     status = client.status()
     client.stop()
-    expect(status.events_dropped == 0 and status.events_failed == 0, f"lost events: {status}")
     seconds = delivered_at - began
     return {
         "events": total,
@@ -272,6 +270,8 @@ def measure_throughput(server: Server, total: int) -> dict[str, Any]:
         "rss_peak_mb": rss_peak / 2**20,
         "rss_growth_mb": (rss_peak - rss_start) / 2**20,
         "events_sent": status.events_sent,
+        "events_dropped": status.events_dropped,
+        "events_failed": status.events_failed,
     }
 
 
@@ -300,21 +300,28 @@ def run(total: int) -> dict[str, Any]:
         finally:
             server.stop()
         delivered = count_delivered(server, total)
-    expect(delivered == total, f"{delivered} of {total} events in the server's file")
     throughput["in_file"] = delivered
     t = throughput
+    per_minute, growth = t["delivered_per_minute"], t["rss_growth_mb"]
     targets = [
-        _target("track_event median", track["median_ns"], "ns", f"<= {TARGET_TRACK_NS:g}"),
+        _target("track_event median", track["median_ns"], "ns", "<= 1000"),
         _target("summary cost added to a read", summary["added_ns"], "ns", "<= 100"),
-        _target(f"{total:,} events delivered per minute", t["delivered_per_minute"], "", ">= 1e6"),
+        _target(f"{total:,} events delivered per minute", per_minute, "", ">= 1e6"),
         _target("events lost (not in the server's file)", total - delivered, "", "== 0"),
-        _target("RSS growth while sending them", t["rss_growth_mb"], "MB", "<= 50"),
+        _target("RSS growth while sending them", growth, "MB", "<= 50"),
     ]
-    targets[0]["met"] = track["median_ns"] <= TARGET_TRACK_NS
-    targets[1]["met"] = summary["added_ns"] <= TARGET_SUMMARY_NS
-    targets[2]["met"] = t["delivered_per_minute"] >= TARGET_PER_MINUTE
-    targets[3]["met"] = delivered == total
-    targets[4]["met"] = t["rss_growth_mb"] <= RSS_GROWTH_LIMIT_MB
+    for row, met in zip(
+        targets,
+        (
+            track["median_ns"] <= TARGET_TRACK_NS,
+            summary["added_ns"] <= TARGET_SUMMARY_NS,
+            per_minute >= TARGET_PER_MINUTE,
+            delivered == total,
+            growth <= RSS_GROWTH_LIMIT_MB,
+        ),
+        strict=True,
+    ):
+        row["met"] = met
     return {
         "python": sys.version.split()[0],
         "machine": platform.machine(),

@@ -166,6 +166,11 @@ class PhaseFlagClient:
         if headers_factory is not None and not callable(headers_factory):
             raise ConfigError("headers_factory", "must be a callable returning a dict of headers")
         _check_types(headers=headers, proxies=proxies, logger=logger, cache=cache, session=session)
+        if self._settings.bootstrap_url and not self._settings.base_url:
+            raise ConfigError(
+                "bootstrap_url", "needs HTTP, which base_url='' disables",
+                "use bootstrap_file or bootstrap= instead, or set base_url",
+            )
         self._log = logger or _log
         if self._settings.debug:
             _enable_debug_logging()
@@ -690,22 +695,20 @@ class PhaseFlagClient:
         returned with ``error_message`` saying the remote call failed; a 404 from
         the server is a FLAG_NOT_FOUND result.
         """
-        local = self.get_details(flag_key, None, ctx)
         transport = self._transport
         if transport is None:
-            return replace(local, error_message="remote evaluation unavailable: HTTP disabled")
+            return self._local_instead(flag_key, ctx, "remote evaluation unavailable: HTTP disabled")
         try:
             wanted = EvaluationContext() if ctx is None else ctx
             if self._default_context is not None:  # merged under ctx, as reads do
                 wanted = self._default_context.merge(wanted)
-            context = wanted.to_dict()
-            data = transport.evaluate(flag_key, context)
+            data = transport.evaluate(flag_key, wanted.to_dict())
         except TransportError as exc:
             if exc.status == 404:
                 return not_found(flag_key)
-            return replace(local, error_message=f"remote evaluation failed: {exc}; local result")
+            return self._local_instead(flag_key, ctx, f"remote evaluation failed: {exc}")
         except Exception as exc:
-            return replace(local, error_message=f"remote evaluation failed: {exc}; local result")
+            return self._local_instead(flag_key, ctx, f"remote evaluation failed: {exc}")
         return EvaluationResult(
             flag_key=str(data.get("flag_key", flag_key)),
             value=data.get("value"),
@@ -715,6 +718,12 @@ class PhaseFlagClient:
             error_code=data.get("error_code"),
             error_message=data.get("error_message"),
         )
+
+    def _local_instead(
+        self, flag_key: str, ctx: EvaluationContext | None, why: str
+    ) -> EvaluationResult:
+        """The local result standing in for a failed remote one, marked with ``why``."""
+        return replace(self.get_details(flag_key, None, ctx), error_message=f"{why}; local result")
 
     def track_event(self, event: EvaluationEvent) -> None:
         """Queue an analytics event; O(1), never blocks or raises (see ``status()`` for drops)."""
@@ -788,7 +797,8 @@ class PhaseFlagClient:
         self._failures = 0
         if recovered:
             self._log.info("phaseflag: sync recovered")
-        if self._stale:
+        if (recovered or self._stale) and self._ready.is_set():
+            # Back after an outage (or stale data): announce readiness again.
             self._stale = False
             self._listeners.emit("ready")
         self._mark_ready()
@@ -880,6 +890,9 @@ class PhaseFlagClient:
         """Re-create locks, the HTTP session and threads in a forked child."""
         self._make_locks()
         self._listeners.reset_after_fork()
+        if self._session is not None:
+            # A user-supplied session's pooled sockets belong to the parent: drop them here.
+            self._session.close()
         self._transport = self._make_transport()
         if self._events is not None:
             self._events.reset_after_fork()

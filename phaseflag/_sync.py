@@ -59,7 +59,6 @@ class Poller:
         self._before_first = before_first
         self._rng = rng or random.Random()
         self._backoff = Backoff(min(1.0, interval), MAX_BACKOFF, rng=self._rng)
-        self._auth_backoff = Backoff(AUTH_BACKOFF_BASE, AUTH_BACKOFF_CAP, rng=self._rng)
         self._auth_failures = 0
         self.etag: str | None = None
         self.loop = Loop("sync", self.step)

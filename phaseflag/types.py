@@ -17,10 +17,13 @@ from ._errors import InvalidContextError
 
 __all__ = [
     "AttributeValue",
+    "ChangeEvent",
+    "ClientStatus",
     "ErrorCode",
     "EvaluationContext",
     "EvaluationEvent",
     "EvaluationResult",
+    "FlagChange",
     "JSONValue",
     "Reason",
 ]
