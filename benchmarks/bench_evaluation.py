@@ -144,7 +144,7 @@ def make_contexts() -> tuple[list[EvaluationContext], list[dict[str, Any]]]:
         attrs = {
             "plan": "pro" if i % 2 else "free",
             "account_age": 30 + i % 50,
-            "app_version": "0.9.0" if i % 2 else "0.9.0",
+            "app_version": "0.9.0",
             "country": "US",
             "beta": False,
         }

@@ -46,9 +46,8 @@ def main() -> int:
             print(f"  ui-theme           = {client.get_string_value('ui-theme', 'light', ctx)}")
             print(f"  checkout-config    = {client.get_json_value('checkout-config', {}, ctx)}")
             print(f"  beta-feature       = {client.get_boolean_value('beta-feature', False, ctx)}")
-            print(
-                f"  results per page   = {client.get_integer_value('search-results-per-page', 10, ctx)}"
-            )
+            per_page = client.get_integer_value("search-results-per-page", 10, ctx)
+            print(f"  results per page   = {per_page}")
         print("\nall flags for user-123:", client.all_flags(users[1]))
     return 0
 

@@ -168,7 +168,8 @@ class PhaseFlagClient:
         _check_types(headers=headers, proxies=proxies, logger=logger, cache=cache, session=session)
         if self._settings.bootstrap_url and not self._settings.base_url:
             raise ConfigError(
-                "bootstrap_url", "needs HTTP, which base_url='' disables",
+                "bootstrap_url",
+                "needs HTTP, which base_url='' disables",
                 "use bootstrap_file or bootstrap= instead, or set base_url",
             )
         self._log = logger or _log
@@ -697,7 +698,9 @@ class PhaseFlagClient:
         """
         transport = self._transport
         if transport is None:
-            return self._local_instead(flag_key, ctx, "remote evaluation unavailable: HTTP disabled")
+            return self._local_instead(
+                flag_key, ctx, "remote evaluation unavailable: HTTP disabled"
+            )
         try:
             wanted = EvaluationContext() if ctx is None else ctx
             if self._default_context is not None:  # merged under ctx, as reads do

@@ -252,7 +252,9 @@ class _Results:
         self.variations = variations
         self._made: dict[tuple[str | None, str, str | None], EvaluationResult] = {}
 
-    def get(self, variation: str | None, reason: str, rule_id: str | None = None) -> EvaluationResult:
+    def get(
+        self, variation: str | None, reason: str, rule_id: str | None = None
+    ) -> EvaluationResult:
         memo = (variation, reason, rule_id)
         made = self._made.get(memo)
         if made is None:
@@ -333,8 +335,13 @@ def _build_flag(raw: dict[str, Any], segments: Mapping[str, Segment]) -> Flag:
         used_segments.update(_segment_refs([rule]))
         rule_id = rule.get("id")
         serve = _serve(
-            rule["serve"], results, salt, off_variation, f".rules[{r}].serve", rule_id,
-            Reason.TARGETING_MATCH,
+            rule["serve"],
+            results,
+            salt,
+            off_variation,
+            path=f".rules[{r}].serve",
+            rule_id=rule_id,
+            reason=Reason.TARGETING_MATCH,
         )
         rules.append(Rule(rule_id, conditions, fuse(conditions), serve))
 
@@ -343,7 +350,13 @@ def _build_flag(raw: dict[str, Any], segments: Mapping[str, Segment]) -> Flag:
         default = Serve(results.get(None, Reason.DEFAULT), None)
     else:
         default = _serve(
-            default_raw, results, salt, off_variation, ".default", None, Reason.DEFAULT
+            default_raw,
+            results,
+            salt,
+            off_variation,
+            path=".default",
+            rule_id=None,
+            reason=Reason.DEFAULT,
         )
     static = None
     if not enabled:
@@ -368,7 +381,9 @@ def _build_flag(raw: dict[str, Any], segments: Mapping[str, Segment]) -> Flag:
         static=static,
         source=raw,
         segment_keys=frozenset(used_segments) if used_segments else _NO_KEYS,
-        match_rules=match_rules(tuple(rule.conditions for rule in rules)) if len(rules) > 1 else None,
+        match_rules=match_rules(tuple(rule.conditions for rule in rules))
+        if len(rules) > 1
+        else None,
     )
 
 
@@ -377,6 +392,7 @@ def _serve(
     results: _Results,
     salt: str,
     off_variation: str | None,
+    *,
     path: str,
     rule_id: str | None,
     reason: str,

@@ -26,7 +26,10 @@ Trace = list[dict[str, Any]]
 def not_found(flag_key: str) -> EvaluationResult:
     """The result for a flag the ruleset does not hold."""
     return EvaluationResult(
-        flag_key, None, Reason.ERROR, error_code=ErrorCode.FLAG_NOT_FOUND,
+        flag_key,
+        None,
+        Reason.ERROR,
+        error_code=ErrorCode.FLAG_NOT_FOUND,
         error_message=f"flag {flag_key!r} is not in the ruleset",
     )
 
@@ -57,8 +60,13 @@ def evaluate_flag(
         passed = got is not None and got.variation_key == wanted and got.error_code is None
         if trace is not None:
             trace.append(
-                {"step": "prerequisite", "flag": parent_key, "wanted": wanted,
-                 "got": None if got is None else got.variation_key, "passed": passed}
+                {
+                    "step": "prerequisite",
+                    "flag": parent_key,
+                    "wanted": wanted,
+                    "got": None if got is None else got.variation_key,
+                    "passed": passed,
+                }
             )
         if not passed:
             return flag.prerequisite_failed_result
@@ -80,8 +88,12 @@ def evaluate_flag(
         return _serve(flag.default, values, None)
     for index, rule in enumerate(flag.rules):
         failed = next((c for c in rule.conditions if not c.test(values)), None)
-        step: dict[str, Any] = {"step": "rule", "index": index, "id": rule.id,
-                                "matched": failed is None}
+        step: dict[str, Any] = {
+            "step": "rule",
+            "index": index,
+            "id": rule.id,
+            "matched": failed is None,
+        }
         if failed is not None:
             step["failed_condition"] = dict(failed.source)
             step["context_value"] = _show(values.get(failed.attribute or ""))
@@ -105,14 +117,26 @@ def _serve(serve: Serve, values: Values, trace: Trace | None) -> EvaluationResul
         key = bucket_key_text(key)
     if key is None:
         if trace is not None:
-            trace.append({"step": "rollout", "bucket_by": rollout.bucket_by, "key": None,
-                          "note": "no bucketing key: serving the off variation"})
+            trace.append(
+                {
+                    "step": "rollout",
+                    "bucket_by": rollout.bucket_by,
+                    "key": None,
+                    "note": "no bucketing key: serving the off variation",
+                }
+            )
         return rollout.no_key_result
     slot = bucket(rollout.salt, key)
     if trace is not None:
         trace.append(
-            {"step": "rollout", "bucket_by": rollout.bucket_by, "key": key,
-             "salt": rollout.salt, "bucket": slot, "thresholds": list(rollout.thresholds)}
+            {
+                "step": "rollout",
+                "bucket_by": rollout.bucket_by,
+                "key": key,
+                "salt": rollout.salt,
+                "bucket": slot,
+                "thresholds": list(rollout.thresholds),
+            }
         )
     return rollout.results[choose(rollout.thresholds, slot)]
 
@@ -187,8 +211,10 @@ def _describe(step: Mapping[str, Any]) -> str:
         return "flag is disabled: serving the off variation"
     if kind == "prerequisite":
         verdict = "passed" if step["passed"] else "FAILED"
-        return (f"prerequisite {step['flag']!r} wants {step['wanted']!r}, "
-                f"got {step['got']!r}: {verdict}")
+        return (
+            f"prerequisite {step['flag']!r} wants {step['wanted']!r}, "
+            f"got {step['got']!r}: {verdict}"
+        )
     if kind == "targets":
         verdict = "matched" if step["matched"] else "no match"
         return f"target lists for user_id={step['user_id']!r}: {verdict}"
@@ -197,13 +223,19 @@ def _describe(step: Mapping[str, Any]) -> str:
         if step["matched"]:
             return f"{name}: all conditions hold"
         cond = step["failed_condition"]
-        return (f"{name}: condition {cond.get('attribute')!r} {cond.get('operator')} "
-                f"{cond.get('values', [])!r} failed (context value {step['context_value']!r})")
+        return (
+            f"{name}: condition {cond.get('attribute')!r} {cond.get('operator')} "
+            f"{cond.get('values', [])!r} failed (context value {step['context_value']!r})"
+        )
     if kind == "rollout":
         if step["key"] is None:
             return f"rollout by {step['bucket_by']!r}: {step['note']}"
-        return (f"rollout by {step['bucket_by']!r}: key {step['key']!r}, salt {step['salt']!r}, "
-                f"bucket {step['bucket']} of 100000, thresholds {step['thresholds']}")
+        return (
+            f"rollout by {step['bucket_by']!r}: key {step['key']!r}, salt {step['salt']!r}, "
+            f"bucket {step['bucket']} of 100000, thresholds {step['thresholds']}"
+        )
     if kind == "default":
-        return "no rule matched: serving the default" + (f" ({step['note']})" if "note" in step else "")
+        return "no rule matched: serving the default" + (
+            f" ({step['note']})" if "note" in step else ""
+        )
     return str(dict(step))

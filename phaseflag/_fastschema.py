@@ -69,7 +69,7 @@ class _Compiler:
             for part in pointer[2:].split("/"):
                 node = node[part.replace("~1", "/").replace("~0", "~")]
             cell.append(self.build(node))
-        return lambda v: cell[0](v)
+        return lambda v: cell[0](v)  # noqa: PLW0108  (the cell is filled after this returns)
 
     def build(self, node: Any) -> Check:
         if node is True or node == {}:

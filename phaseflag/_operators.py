@@ -362,7 +362,9 @@ def _operands_for(name: str, operands: list[Any]) -> list[Any]:
     if name in ("before", "after"):
         dates = [None if type(v) is bool else parse_date(v) for v in operands]
         if not dates or any(d is None for d in dates):
-            raise InvalidCondition(f"{name} needs ISO-8601 dates or epoch seconds, got {operands!r}")
+            raise InvalidCondition(
+                f"{name} needs ISO-8601 dates or epoch seconds, got {operands!r}"
+            )
         return dates
     return _numbers(name, operands)
 
@@ -497,9 +499,15 @@ def _always(values: Values) -> bool:
 def _identity(condition: Condition) -> str:
     source = condition.source
     return json.dumps(
-        [condition.attribute, condition.operator, source.get("values", []),
-         bool(source.get("negate")), bool(source.get("case_insensitive"))],
-        sort_keys=True, default=str,
+        [
+            condition.attribute,
+            condition.operator,
+            source.get("values", []),
+            bool(source.get("negate")),
+            bool(source.get("case_insensitive")),
+        ],
+        sort_keys=True,
+        default=str,
     )
 
 
@@ -535,7 +543,9 @@ def match_rules(rules: tuple[tuple[Condition, ...], ...]) -> Callable[[Values], 
     lines.append("    " + " = ".join(f"c{i}" for i in shared) + " = _U")
     for number, row in enumerate(layout):
         terms = [
-            f"(c{i} if c{i} is not _U else (c{i} := t{i}(values)))" if uses[i] > 1 else f"t{i}(values)"
+            f"(c{i} if c{i} is not _U else (c{i} := t{i}(values)))"
+            if uses[i] > 1
+            else f"t{i}(values)"
             for i in row
         ]
         lines.append(f"    if {' and '.join(terms)}:" if terms else "    if True:")

@@ -29,10 +29,10 @@ __all__ = [
 ]
 
 #: Any value a JSON document can hold (flag values, event metadata).
-JSONValue = Union[None, bool, int, float, str, list[Any], dict[str, Any]]
+JSONValue = Union[bool, int, float, str, list[Any], dict[str, Any], None]  # noqa: UP007  (a runtime alias)
 
 #: A value an EvaluationContext attribute may hold.
-AttributeValue = Union[str, int, float, bool, datetime]
+AttributeValue = Union[str, int, float, bool, datetime]  # noqa: UP007  (a runtime alias)
 
 _ALLOWED_TYPES: Final = frozenset({str, int, float, bool})
 _EMPTY: Final[Mapping[str, AttributeValue]] = MappingProxyType({})
@@ -179,8 +179,7 @@ class EvaluationContext:
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape the wire protocol uses (datetimes as ISO-8601 strings)."""
         attrs = {
-            k: (v.isoformat() if isinstance(v, datetime) else v)
-            for k, v in self.attributes.items()
+            k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.attributes.items()
         }
         return {"user_id": self.user_id, "session_id": self.session_id, "attributes": attrs}
 

@@ -22,7 +22,10 @@ def test_quickstart_runs() -> None:
     """The README's first command prints flag values from the sample ruleset."""
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py")],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     assert "ruleset 42" in out
     assert "new-checkout-flow  = True   (targeting_match)" in out
