@@ -1,9 +1,9 @@
 """Run every benchmark (each in its own process) and print one table of targets.
 
 Run: ``python benchmarks/run_all.py [--quick]``. Writes ``benchmarks/results.json`` with
-every target, whether it was met, each benchmark's full report, and the machine's load
-(other processes on a 2-core machine move the numbers). Takes about three minutes;
-``--quick`` shortens the long runs (fewer rounds, 200,000 events) for a smoke test.
+every target, whether it was met, each benchmark's full report and the machine's load
+(other processes on a 2-core machine move the numbers). Takes about two minutes on a
+quiet machine; ``--quick`` shortens the long runs (fewer rounds, 200,000 events).
 Exit status: 0 all targets met, 1 a target missed, 2 a benchmark failed or saw a wrong
 result. Peers come from ``pip install -r benchmarks/requirements-peers.txt``.
 """

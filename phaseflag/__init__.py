@@ -1,8 +1,11 @@
 """phaseflag: server-side feature flags evaluated locally in microseconds."""
 
 import logging as _logging
+from typing import TYPE_CHECKING
 
-from ._async import AsyncPhaseFlagClient
+if TYPE_CHECKING:
+    from ._async import AsyncPhaseFlagClient
+
 from ._cache import Cache, FileCache, MemoryCache
 from ._client import PhaseFlagClient
 from ._compile import compile_ruleset, load_ruleset
@@ -60,3 +63,12 @@ __all__ = [
 ]
 
 _logging.getLogger("phaseflag").addHandler(_logging.NullHandler())
+
+
+def __getattr__(name: str) -> object:
+    """Import AsyncPhaseFlagClient (and asyncio) only when someone asks for it."""
+    if name == "AsyncPhaseFlagClient":
+        from ._async import AsyncPhaseFlagClient
+
+        return AsyncPhaseFlagClient
+    raise AttributeError(f"module 'phaseflag' has no attribute {name!r}")

@@ -10,14 +10,15 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, overload
-
-import requests
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._cache import Cache
 from ._client import Fallback, PhaseFlagClient
 from ._model import Ruleset
 from .types import ClientStatus, EvaluationContext, EvaluationEvent, EvaluationResult, JSONValue
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = ["AsyncPhaseFlagClient"]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -249,6 +250,10 @@ class FileCache(Cache):
             fd = os.open(file, _READ_FLAGS)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:  # O_NOFOLLOW met a symlink: refused below
+                raise
+            return self._refuse(file, "it is a symbolic link")
         with os.fdopen(fd, "rb") as handle:
             # fstat of the open file, so the checked file is the one read.
             problem = self._problem(os.fstat(fd))
@@ -257,10 +262,13 @@ class FileCache(Cache):
                 if len(data) <= self._max_bytes:
                     return data
                 problem = f"it is over max_bytes={self._max_bytes}"
+        return self._refuse(file, problem)
+
+    def _refuse(self, file: str, problem: str) -> None:
+        """Warn (once per file) that ``file`` is not trusted; reads as a miss."""
         if file not in self._warned:
             self._warned.add(file)
             _log.warning("phaseflag cache: refusing to read %s: %s", file, problem)
-        return None
 
     def _problem(self, st: os.stat_result) -> str | None:
         if not stat.S_ISREG(st.st_mode):

@@ -9,7 +9,6 @@ the pure evaluator. Everything that touches the network runs in the client's
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import sys
@@ -20,9 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import Any, Final, TypeVar, cast, overload
-
-import requests
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, overload
 
 from ._cache import Cache, FileCache, MemoryCache, cache_key
 from ._compile import compile_ruleset, load_ruleset
@@ -34,7 +31,6 @@ from ._listeners import Listeners
 from ._model import EMPTY_RULESET, Ruleset
 from ._schema import MAX_DOCUMENT_BYTES, parse_document
 from ._sync import Poller
-from ._transport import Transport
 from .types import (
     ChangeEvent,
     ClientStatus,
@@ -46,6 +42,11 @@ from .types import (
     JSONValue,
     Reason,
 )
+
+if TYPE_CHECKING:
+    import requests
+
+    from ._transport import Transport
 
 __all__ = ["PhaseFlagClient"]
 
@@ -220,6 +221,8 @@ class PhaseFlagClient:
         s = self._settings
         if not s.base_url:
             return None
+        from ._transport import Transport  # requests is imported with the first HTTP client
+
         return Transport(
             s.base_url,
             s.api_key,
@@ -271,8 +274,7 @@ class PhaseFlagClient:
             raise ConfigError(
                 option, f"cannot be read: {exc.strerror or exc}", "check the path"
             ) from None
-        raw = json.dumps(ruleset.source).encode()
-        self._swap(ruleset, "bootstrap", raw)
+        self._swap(ruleset, "bootstrap", None)
 
     def _fetch_bootstrap_url(self) -> None:
         url = self._settings.bootstrap_url
@@ -397,7 +399,10 @@ class PhaseFlagClient:
         if flag.track_events:
             events = self._events
             if events is not None:
-                events.count(flag_key, result.variation_key)
+                try:  # EventProcessor.count(), inlined: the counter exists after the first read
+                    next(events._counts[flag_key][result.variation_key])
+                except KeyError:
+                    events.count(flag_key, result.variation_key)
         return result
 
     def _context_values(self, context: object) -> Mapping[str, Any]:
@@ -475,19 +480,26 @@ class PhaseFlagClient:
         try:
             return self._resolve(flag_key, context)
         except Exception as exc:  # a read never raises: bad key type, bad context, a bug
-            self._warn_once(
-                f"read:{flag_key!r}:{type(exc).__name__}",
-                "phaseflag: reading flag %r failed (%s); returning the default",
-                flag_key,
-                exc,
-            )
-            return None
+            return self._read_failed(flag_key, exc)
+
+    def _read_failed(self, flag_key: object, exc: Exception) -> EvaluationResult | None:
+        """Log a read that raised (once per key and cause); the getter then returns its default."""
+        self._warn_once(
+            f"read:{flag_key!r}:{type(exc).__name__}",
+            "phaseflag: reading flag %r failed (%s); returning the default",
+            flag_key,
+            exc,
+        )
+        return None
 
     def get_boolean_value(
         self, flag_key: str, default: bool, context: EvaluationContext | None = None
     ) -> bool:
         """The flag's boolean value for ``context``; ``default`` if missing, mistyped or failing."""
-        result = self._read(flag_key, context)
+        try:  # inlined _read(): one call fewer on the hot path
+            result: EvaluationResult | None = self._resolve(flag_key, context)
+        except Exception as exc:
+            result = self._read_failed(flag_key, exc)
         if result is not None and type(result.value) is bool:
             return result.value
         return self._fallback_value(flag_key, default, context, result, "boolean", _is_bool)
@@ -496,7 +508,10 @@ class PhaseFlagClient:
         self, flag_key: str, default: str, context: EvaluationContext | None = None
     ) -> str:
         """The flag's string value for ``context``, or ``default``."""
-        result = self._read(flag_key, context)
+        try:  # inlined _read(): one call fewer on the hot path
+            result: EvaluationResult | None = self._resolve(flag_key, context)
+        except Exception as exc:
+            result = self._read_failed(flag_key, exc)
         if result is not None and type(result.value) is str:
             return result.value
         return self._fallback_value(flag_key, default, context, result, "string", _is_str)
@@ -505,7 +520,10 @@ class PhaseFlagClient:
         self, flag_key: str, default: int, context: EvaluationContext | None = None
     ) -> int:
         """The flag's value as an int (a whole float counts), or ``default``; bools never count."""
-        result = self._read(flag_key, context)
+        try:  # inlined _read(): one call fewer on the hot path
+            result: EvaluationResult | None = self._resolve(flag_key, context)
+        except Exception as exc:
+            result = self._read_failed(flag_key, exc)
         if result is not None:
             value = result.value
             if type(value) is int:
@@ -518,7 +536,10 @@ class PhaseFlagClient:
         self, flag_key: str, default: float, context: EvaluationContext | None = None
     ) -> float:
         """The flag's numeric value as a float (an int counts), or ``default``; never a bool."""
-        result = self._read(flag_key, context)
+        try:  # inlined _read(): one call fewer on the hot path
+            result: EvaluationResult | None = self._resolve(flag_key, context)
+        except Exception as exc:
+            result = self._read_failed(flag_key, exc)
         if result is not None and type(result.value) in (float, int):
             return float(result.value)
         return self._fallback_value(flag_key, default, context, result, "number", _is_number, float)
@@ -538,7 +559,10 @@ class PhaseFlagClient:
         self, flag_key: str, default: Any, context: EvaluationContext | None = None
     ) -> Any:
         """The flag's JSON object/array value (a private copy), or ``default``."""
-        result = self._read(flag_key, context)
+        try:  # inlined _read(): one call fewer on the hot path
+            result: EvaluationResult | None = self._resolve(flag_key, context)
+        except Exception as exc:
+            result = self._read_failed(flag_key, exc)
         if result is not None and isinstance(result.value, (dict, list)):
             return copy_json(result.value)
         return self._fallback_value(flag_key, default, context, result, "json", _is_json)
@@ -870,7 +894,7 @@ class PhaseFlagClient:
             self._listeners.emit("change", ChangeEvent(changes, previous, ruleset.version, source))
             if self._listeners.has("flags_changed"):
                 self._listeners.emit(
-                    "flags_changed", {key: dict(flag.source) for key, flag in ruleset.flags.items()}
+                    "flags_changed", {key: flag.source for key, flag in ruleset.flags.items()}
                 )
         return True
 
@@ -982,12 +1006,19 @@ _OPTION_TYPES: Final[Mapping[str, tuple[tuple[type, ...], str]]] = {
     "proxies": ((Mapping,), "a mapping like {'https': 'http://proxy:3128'}"),
     "logger": ((logging.Logger, logging.LoggerAdapter), "a logging.Logger"),
     "cache": ((Cache,), "a phaseflag.Cache (e.g. MemoryCache() or FileCache(dir))"),
-    "session": ((requests.Session,), "a requests.Session"),
 }
 
 
 def _check_types(**options: object) -> None:
     """Reject objects of the wrong type at construction, not later inside a thread or a read."""
+    session = options.pop("session", None)
+    if session is not None:
+        import requests  # only when a session is passed (requests is then loaded anyway)
+
+        if not isinstance(session, requests.Session):
+            raise ConfigError(
+                "session", f"must be a requests.Session, got {type(session).__name__}"
+            )
     for option, value in options.items():
         types, wanted = _OPTION_TYPES[option]
         if value is not None and not isinstance(value, types):

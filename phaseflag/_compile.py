@@ -10,6 +10,8 @@ previous Ruleset, flags whose definition did not change are reused untouched.
 
 from __future__ import annotations
 
+import gc
+import json
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -18,9 +20,11 @@ from typing import Any, Final
 from ._model import Condition, Flag, Rollout, Rule, Ruleset, Segment, Serve
 from ._operators import InvalidCondition, compile_condition, fuse, match_rules
 from ._schema import (
+    MAX_DOCUMENT_BYTES,
     json_depth_exceeds,
     parse_document,
     reject,
+    split_document,
     validate_item,
     validate_shell,
 )
@@ -41,6 +45,8 @@ _TYPE_CHECKS: Final[Mapping[str, Any]] = {
 }
 
 
+#: Compact JSON of one flag: what "unchanged" means when reusing compiled flags.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _NO_KEYS: Final[frozenset[str]] = frozenset()
 _NO_TARGETS: Final[Mapping[str, EvaluationResult]] = MappingProxyType({})
 _UNUSED: Final = EvaluationResult("", None, Reason.ERROR, error_code=ErrorCode.GENERAL)
@@ -59,8 +65,22 @@ class _Invalid(Exception):
 
 
 def load_ruleset(raw: bytes | str, *, previous: Ruleset | None = None) -> Ruleset:
-    """Parse JSON text (size/depth limited), validate and compile it."""
-    return compile_ruleset(parse_document(raw), previous=previous)
+    """Parse JSON text (size/depth limited), validate and compile it.
+
+    Flags are kept as their JSON text: given ``previous``, a flag whose text is
+    unchanged is reused without being parsed or validated again.
+    """
+    split = None
+    if len(raw) <= MAX_DOCUMENT_BYTES:
+        try:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+            split = split_document(text)
+        except (ValueError, RecursionError):  # parse_document() below reports it
+            split = None
+    if split is None:
+        return compile_ruleset(parse_document(raw), previous=previous)
+    top, texts = split
+    return _with_gc_paused(top, [(text, None) for text in texts], previous, False)
 
 
 def expand_shorthand(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -98,61 +118,98 @@ def compile_ruleset(document: object, *, previous: Ruleset | None = None) -> Rul
         if "schema_version" in document:  # type: ignore[operator]
             raise reject([("flags", "must be an array in a schema_version document")])
         document = expand_shorthand(document)  # type: ignore[arg-type]
-    errors = validate_shell(document)
+    if not isinstance(document, dict) or not isinstance(document.get("flags"), list):
+        raise reject(validate_shell(document) or [("flags", "must be an array")])
+    items: list[tuple[str, Any]] = []
+    errors: list[tuple[str, str]] = []
+    for index, raw in enumerate(document["flags"]):
+        try:
+            items.append((_encode(raw), raw))
+        except (TypeError, ValueError) as exc:  # a bootstrap dict holding non-JSON values
+            errors.append((f"flags[{index}]", f"is not JSON-serialisable: {exc}"))
     if errors:
         raise reject(errors)
-    assert isinstance(document, dict)
-    raw_flags: list[dict[str, Any]] = document["flags"]
-    raw_segments: list[dict[str, Any]] = document.get("segments", [])
-    old_flags = previous.flags if previous is not None else {}
-    same_segments = previous is not None and previous.source.get("segments", []) == raw_segments
+    top = {k: v for k, v in document.items() if k != "flags"}
+    return _with_gc_paused(top, items, previous, shorthand)
 
-    for index, raw in enumerate(raw_segments):
-        if not same_segments:
+
+def _with_gc_paused(
+    top: dict[str, Any], items: list[tuple[str, Any]], previous: Ruleset | None, shorthand: bool
+) -> Ruleset:
+    """Compile with the cyclic garbage collector paused.
+
+    Building ~20 objects per flag otherwise triggers full collections that hold
+    the GIL for up to a tenth of a second, stalling reads in other threads.
+    """
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        return _compile_items(top, items, previous, shorthand)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _compile_items(
+    top: dict[str, Any], items: list[tuple[str, Any]], previous: Ruleset | None, shorthand: bool
+) -> Ruleset:
+    """Validate and compile; ``items`` are (flag JSON text, parsed flag or None)."""
+    errors = validate_shell({**top, "flags": []})
+    if errors:
+        raise reject(errors)
+    raw_segments: list[dict[str, Any]] = top.get("segments", [])
+    same_segments = previous is not None and previous.segments_source == raw_segments
+    if not same_segments:
+        for index, raw in enumerate(raw_segments):
             errors.extend(validate_item("segment", raw, index))
+        errors.extend(_duplicate_segments(raw_segments) if not errors else [])
+    segments: Mapping[str, Segment] = {}
+    segment_problems: list[tuple[str, str]] = []
+    if same_segments and previous is not None:
+        segments = previous.segments
+        segment_problems = [p for p in previous.problems if p[0].startswith("segments[")]
+    elif not errors:
+        segments, segment_problems = _compile_segments(raw_segments)
+
+    # An isolated flag is never reused: its cause (a cycle, a missing segment) may be gone.
+    reusable = (
+        {f.source_text: f for f in previous.flags.values() if f.error is None}
+        if previous is not None
+        else {}
+    )
+    flags: dict[str, Flag] = {}
     seen: dict[str, int] = {}
-    for index, raw in enumerate(raw_flags):
-        key = raw.get("key") if isinstance(raw, dict) else None
-        old = old_flags.get(key) if isinstance(key, str) else None
-        if old is None or old.source != raw:
-            errors.extend(validate_item("flag", raw, index))
+    for index, (text, given) in enumerate(items):
+        old = reusable.get(text)
+        if old is not None and (same_segments or not old.segment_keys):
+            flag: Flag | None = old
+            key: object = old.key
+        else:
+            # Split from a document, this text is one JSON value (decoded once already).
+            raw = given if given is not None else json.loads(text)
+            found = validate_item("flag", raw, index)
+            errors.extend(found)
+            key = raw.get("key") if isinstance(raw, dict) else None
+            flag = None if found or errors else _compile_flag(raw, text, segments)
         if isinstance(key, str):
             if key in seen:
                 errors.append((f"flags[{index}].key", f"duplicate flag key {key!r}"))
             seen[key] = index
-    errors.extend(_duplicate_segments(raw_segments))
+            if flag is not None and not errors:
+                flags[key] = flag
     if errors:
         raise reject(errors)
-
-    segments: Mapping[str, Segment]
-    if same_segments and previous is not None:
-        segments = previous.segments
-        segment_problems = [p for p in previous.problems if p[0].startswith("segments[")]
-    else:
-        segments, segment_problems = _compile_segments(raw_segments)
-    flags: dict[str, Flag] = {}
-    for index, raw in enumerate(raw_flags):
-        old = old_flags.get(raw["key"])
-        # An isolated flag is recompiled: the cause (a cycle, a missing segment) may be gone.
-        if (
-            old is not None
-            and old.error is None
-            and old.source == raw
-            and (same_segments or not old.segment_keys)
-        ):
-            flags[raw["key"]] = old
-        else:
-            flags[raw["key"]] = _compile_flag(raw, index, segments)
     _check_prerequisites(flags)
     problems = tuple(segment_problems) + tuple(
         (f"flags[{seen[f.key]}]{f.error_path}", f.error) for f in flags.values() if f.error
     )
     return Ruleset(
-        version=int(document.get("version", 0)),
+        version=int(top.get("version", 0)),
         flags=MappingProxyType(flags),
         segments=MappingProxyType(dict(segments)),
         problems=problems,
-        source=document,
+        top_source=top,
         shorthand=shorthand,
     )
 
@@ -269,7 +326,7 @@ class _Results:
         return str(name)
 
 
-def _invalid_flag(raw: Mapping[str, Any], path: str, message: str) -> Flag:
+def _invalid_flag(raw: Mapping[str, Any], path: str, message: str, text: str = "") -> Flag:
     key = str(raw.get("key", ""))
     result = EvaluationResult(
         key, None, Reason.ERROR, error_code=ErrorCode.INVALID_FLAG, error_message=message
@@ -290,18 +347,18 @@ def _invalid_flag(raw: Mapping[str, Any], path: str, message: str) -> Flag:
         static=result,
         error=message,
         error_path=path,
-        source=raw,
+        source_text=text or _encode(raw),
     )
 
 
-def _compile_flag(raw: dict[str, Any], index: int, segments: Mapping[str, Segment]) -> Flag:
+def _compile_flag(raw: dict[str, Any], text: str, segments: Mapping[str, Segment]) -> Flag:
     try:
-        return _build_flag(raw, segments)
+        return _build_flag(raw, text, segments)
     except _Invalid as exc:
-        return _invalid_flag(raw, exc.path, exc.message)
+        return _invalid_flag(raw, exc.path, exc.message, text)
 
 
-def _build_flag(raw: dict[str, Any], segments: Mapping[str, Segment]) -> Flag:
+def _build_flag(raw: dict[str, Any], text: str, segments: Mapping[str, Segment]) -> Flag:
     key, kind = raw["key"], raw["type"]
     variations: dict[str, Any] = {}
     fits = _TYPE_CHECKS[kind]
@@ -379,7 +436,8 @@ def _build_flag(raw: dict[str, Any], segments: Mapping[str, Segment]) -> Flag:
         rules=tuple(rules),
         default=default,
         static=static,
-        source=raw,
+        source_text=text,
+        metadata=raw["metadata"] if isinstance(raw.get("metadata"), dict) else None,
         segment_keys=frozenset(used_segments) if used_segments else _NO_KEYS,
         match_rules=match_rules(tuple(rule.conditions for rule in rules))
         if len(rules) > 1
@@ -419,6 +477,7 @@ def _serve(
         Rollout(
             bucket_by=rollout.get("bucket_by", "user_id"),
             salt=rollout.get("seed") or salt,
+            prefix=(rollout.get("seed") or salt) + ":",
             thresholds=tuple(thresholds),
             results=tuple(served),
             no_key_result=results.get(off_variation, Reason.DEFAULT, rule_id),
@@ -456,7 +515,9 @@ def _check_prerequisites(flags: dict[str, Flag]) -> None:
             deepest = 0  # evaluation stops at an isolated flag: no depth for dependents
         depth[first] = deepest
     for key, message in broken.items():
-        flags[key] = _invalid_flag(flags[key].source, ".prerequisites", message)
+        flags[key] = _invalid_flag(
+            flags[key].source, ".prerequisites", message, flags[key].source_text
+        )
 
 
 def _components(graph: Mapping[str, tuple[str, ...]]) -> list[list[str]]:

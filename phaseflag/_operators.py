@@ -184,8 +184,24 @@ def _strings(operator: str, operands: list[Any], fold: bool) -> tuple[str, ...]:
 _NOTHING: Final[frozenset[Any]] = frozenset()
 
 
+# Equal operand sets are shared between conditions (large rulesets repeat the same
+# lists: plans, countries). Bounded; a race only costs a missed share.
+_SHARED_SETS: dict[frozenset[Any], frozenset[Any]] = {}
+
+
+def _shared(values: frozenset[Any]) -> frozenset[Any]:
+    if len(values) > 64:
+        return values
+    found = _SHARED_SETS.get(values)
+    if found is None:
+        if len(_SHARED_SETS) >= 4096:
+            _SHARED_SETS.clear()
+        _SHARED_SETS[values] = found = values
+    return found
+
+
 def _in(attr: str, operands: list[Any], negate: bool, fold: bool) -> Test:
-    strs = frozenset(_strings("in", [v for v in operands if type(v) is str], fold))
+    strs = _shared(frozenset(_strings("in", [v for v in operands if type(v) is str], fold)))
     bools = frozenset(v for v in operands if type(v) is bool) or _NOTHING
     nums = frozenset(v for v in operands if type(v) in (int, float)) or _NOTHING
     if not bools and not nums and not fold and not negate:

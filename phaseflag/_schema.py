@@ -13,13 +13,14 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from importlib import resources
-from typing import Any, Final
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import RulesetError, RulesetTooLargeError
 from ._fastschema import Check, Unsupported, compile_check
+
+if TYPE_CHECKING:  # jsonschema is imported only to describe an invalid document
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",
@@ -60,6 +61,8 @@ def _shell_schema() -> dict[str, Any]:
 
 @cache
 def _validator(definition: str) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
     if definition == "shell":
         return Draft202012Validator(_shell_schema())
     schema = load_schema()
@@ -163,3 +166,78 @@ def json_depth_exceeds(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
 def reject(errors: list[tuple[str, str]]) -> RulesetError:
     """The error that rejects a whole ruleset for schema ``errors``."""
     return RulesetError("ruleset failed schema validation", errors)
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+def _skip(text: str, i: int) -> int:
+    """Index of the first non-whitespace character at or after ``i``."""
+    found = _WHITESPACE.match(text, i)
+    return found.end() if found is not None else i
+
+
+def split_document(text: str) -> tuple[dict[str, Any], list[str]] | None:
+    """Parse a ruleset's top level, keeping each element of ``flags`` as its JSON text.
+
+    Each flag is decoded once to find where it ends, then dropped: only its text
+    slice is kept, so a whole parsed document never exists at once (memory), and
+    a flag whose text did not change need not be decoded again. Returns None when
+    the document is not an object with a ``flags`` array (the caller parses it the
+    ordinary way, which also produces the error messages); raises ValueError or
+    RecursionError for malformed JSON.
+    """
+    decode = _DECODER.raw_decode
+    i = _skip(text, 0)
+    if text[i : i + 1] != "{":
+        return None
+    top: dict[str, Any] = {}
+    flags: list[str] | None = None
+    i = _skip(text, i + 1)
+    if text[i : i + 1] == "}":
+        return None
+    while True:
+        key, i = decode(text, i)
+        if type(key) is not str:
+            raise ValueError(f"expected a property name at character {i}")
+        i = _skip(text, i)
+        if text[i : i + 1] != ":":
+            raise ValueError(f"expected ':' at character {i}")
+        i = _skip(text, i + 1)
+        if key == "flags" and text[i : i + 1] == "[":
+            flags, i = _split_array(text, i)
+            top.pop("flags", None)
+        else:
+            top[key], i = decode(text, i)
+            if key == "flags":
+                flags = None
+        i = _skip(text, i)
+        mark = text[i : i + 1]
+        i = _skip(text, i + 1)
+        if mark == "}":
+            break
+        if mark != ",":
+            raise ValueError(f"expected ',' or '}}' at character {i}")
+    if i != len(text):
+        raise ValueError(f"extra data at character {i}")
+    return (top, flags) if flags is not None else None
+
+
+def _split_array(text: str, i: int) -> tuple[list[str], int]:
+    decode = _DECODER.raw_decode
+    items: list[str] = []
+    i = _skip(text, i + 1)
+    if text[i : i + 1] == "]":
+        return items, i + 1
+    while True:
+        start = i
+        _, i = decode(text, i)
+        items.append(text[start:i])
+        i = _skip(text, i)
+        mark = text[i : i + 1]
+        if mark == "]":
+            return items, i + 1
+        if mark != ",":
+            raise ValueError(f"expected ',' or ']' at character {i}")
+        i = _skip(text, i + 1)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from ._backoff import AUTH_BACKOFF_BASE, AUTH_BACKOFF_CAP, Backoff, jittered
 from ._errors import AuthenticationError, RulesetError, TransportError
 from ._loop import Loop
-from ._transport import FetchResult
+
+if TYPE_CHECKING:
+    from ._transport import FetchResult
 
 __all__ = ["MAX_BACKOFF", "MAX_RETRY_AFTER", "Poller", "SyncSink"]
 

@@ -288,7 +288,7 @@ class PhaseFlagProvider(AbstractProvider):
             reason = OFReason.STATIC
         metadata = _NO_METADATA
         if flag is not None and result.reason != Reason.OVERRIDE:
-            metadata = _metadata(flag.source.get("metadata"))
+            metadata = _metadata(flag.metadata)
         return FlagResolutionDetails(
             result.value, reason=reason, variant=result.variation_key, flag_metadata=metadata
         )

@@ -511,10 +511,20 @@ class TestIncremental:
         assert second.version == 2
 
     def test_reparsed_equal_document_is_reused(self) -> None:
-        """Equality of the JSON, not identity of the dicts, decides reuse."""
-        first = compile_ruleset(_base())
+        """The flag's JSON text, not the identity of parsed dicts, decides reuse."""
+        first = load_ruleset(json.dumps(_base()))
         second = load_ruleset(json.dumps(_base()), previous=first)
         assert all(second.flags[k] is first.flags[k] for k in first.flags)
+        third = compile_ruleset(_base(), previous=compile_ruleset(_base()))
+        assert third.flags.keys() == first.flags.keys()
+
+    def test_reformatted_document_recompiles_to_equal_results(self) -> None:
+        """Whitespace changes are not reuse hits, but the recompiled flags behave the same."""
+        first = load_ruleset(json.dumps(_base()))
+        second = load_ruleset(json.dumps(_base(), indent=2), previous=first)
+        for key, flag in first.flags.items():
+            assert second.flags[key] is not flag
+            assert second.flags[key].source == flag.source
 
     def test_added_and_removed_flags(self) -> None:
         """New flags are compiled and removed ones disappear."""
