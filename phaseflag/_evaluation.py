@@ -83,13 +83,18 @@ def evaluate_flag(
             return hit
     if trace is None:
         matcher = flag.match_rules
+        serve = flag.default
         if matcher is not None:
             index = matcher(values)
-            return _serve(flag.rules[index].serve if index >= 0 else flag.default, values, None)
-        for rule in flag.rules:
-            if rule.match(values):
-                return _serve(rule.serve, values, None)
-        return _serve(flag.default, values, None)
+            if index >= 0:
+                serve = flag.rules[index].serve
+        else:
+            for rule in flag.rules:
+                if rule.match(values):
+                    serve = rule.serve
+                    break
+        fixed = serve.result  # _serve(), inlined for the common fixed-variation case
+        return fixed if fixed is not None else _serve(serve, values, None)
     for index, rule in enumerate(flag.rules):
         failed = next((c for c in rule.conditions if not c.test(values)), None)
         step: dict[str, Any] = {

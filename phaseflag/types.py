@@ -103,11 +103,13 @@ class EvaluationContext:
     naming the key. Instances are immutable and hashable by identity.
     """
 
-    __slots__ = ("_values", "attributes", "session_id", "user_id")
+    # Read-only properties over private slots: assigning a public name raises
+    # AttributeError, and construction sets slots directly (it is on the request path).
+    __slots__ = ("_attributes", "_session_id", "_user_id", "_values")
 
-    user_id: str | None
-    session_id: str | None
-    attributes: Mapping[str, AttributeValue]
+    _user_id: str | None
+    _session_id: str | None
+    _attributes: Mapping[str, AttributeValue]
     _values: dict[str, AttributeValue]
 
     def __init__(
@@ -129,23 +131,32 @@ class EvaluationContext:
                     values[key] = _normalise(key, value)
             if None in values.values():
                 values = {k: v for k, v in values.items() if v is not None}
-            set_attr(self, "attributes", MappingProxyType(values.copy()))
+            self._attributes = MappingProxyType(values.copy())
         else:
             values = {}
-            set_attr(self, "attributes", _EMPTY)
+            self._attributes = _EMPTY
         if user_id is not None:
             values["user_id"] = user_id
         if session_id is not None:
             values["session_id"] = session_id
-        set_attr(self, "user_id", user_id)
-        set_attr(self, "session_id", session_id)
-        set_attr(self, "_values", values)
+        self._user_id = user_id
+        self._session_id = session_id
+        self._values = values
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("EvaluationContext is immutable; build a new one or use merge()")
+    @property
+    def user_id(self) -> str | None:
+        """The user's id: the default bucketing key for percentage rollouts."""
+        return self._user_id
 
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError("EvaluationContext is immutable")
+    @property
+    def session_id(self) -> str | None:
+        """The session's id: the bucketing key when there is no user id."""
+        return self._session_id
+
+    @property
+    def attributes(self) -> Mapping[str, AttributeValue]:
+        """The targeting attributes (read-only; datetimes in UTC)."""
+        return self._attributes
 
     def __repr__(self) -> str:
         return (
@@ -182,9 +193,6 @@ class EvaluationContext:
             k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.attributes.items()
         }
         return {"user_id": self.user_id, "session_id": self.session_id, "attributes": attrs}
-
-
-set_attr = object.__setattr__
 
 
 @dataclass(frozen=True, slots=True)

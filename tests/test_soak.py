@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -71,8 +73,29 @@ def test_200_clients_started_and_stopped_leave_nothing_behind(
             client.stop()
         assert phaseflag_threads() == [] or wait_for(lambda: not phaseflag_threads(), timeout=5)
 
-    wait_for(lambda: threading.active_count() <= threads_before, timeout=10)
-    wait_for(lambda: open_fds() <= fds_before, timeout=10)
+    settled = _settle(lambda: threading.active_count() <= threads_before and open_fds() <= fds_before)
+    assert settled, (threads_before, [t.name for t in threading.enumerate()], fds_before, _fd_links())
     entries = sorted(p.name for p in (cache_dir / "cache").iterdir())
     assert len(entries) == 1, entries  # one environment, one entry; no temp files left
     assert len(loopback_api.events()) == 200
+
+
+def _settle(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until true or ``timeout``; returns its last answer."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        threading.Event().wait(0.01)
+    return True
+
+
+def _fd_links() -> list[str]:
+    """What each open descriptor points at."""
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    return links
