@@ -106,7 +106,9 @@ def build_ruleset(version: int) -> dict[str, Any]:
         {
             "key": "beta",
             "included": [f"user-{i}" for i in range(0, 1000, 7)],
-            "rules": [{"conditions": [{"attribute": "country", "operator": "in", "values": ["NZ"]}]}],
+            "rules": [
+                {"conditions": [{"attribute": "country", "operator": "in", "values": ["NZ"]}]}
+            ],
         }
     ]
     return {"schema_version": 1, "version": version, "flags": flags, "segments": segments}
@@ -190,7 +192,7 @@ def _handler(api: LoopbackAPI) -> type[BaseHTTPRequestHandler]:
             if body:
                 self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        def log_message(self, format: str, *args: Any) -> None:
             """Quiet."""
 
     return Handler
@@ -277,8 +279,14 @@ class Reader(threading.Thread):
                     self.wrong.append(repr(config)[:200])
                 self.reads += 3
                 if i % 500 == 0:
-                    track(EvaluationEvent("soak-bool", flag.variation_key if flag else None,
-                                          ctx.user_id, metadata={"i": i}))
+                    track(
+                        EvaluationEvent(
+                            "soak-bool",
+                            flag.variation_key if flag else None,
+                            ctx.user_id,
+                            metadata={"i": i},
+                        )
+                    )
                     self.tracked += 1
         except Exception as exc:  # the soak's own failure, counted and reported
             self.errors.append(f"{type(exc).__name__}: {exc}")
@@ -296,7 +304,10 @@ def soak(seconds: float, threads: int, swap_every: float) -> dict[str, Any]:
     api = LoopbackAPI(swap_every)
     api.start()
     client = PhaseFlagClient(
-        base_url=api.base_url, api_key=KEY, polling_interval=0.05, event_flush_interval=0.5,
+        base_url=api.base_url,
+        api_key=KEY,
+        polling_interval=0.05,
+        event_flush_interval=0.5,
         max_event_queue_size=100_000,
     )
     versions: set[int] = set()
@@ -341,8 +352,20 @@ def soak(seconds: float, threads: int, swap_every: float) -> dict[str, Any]:
     api.stop()
     logger.removeHandler(errors)
     after = _settle(baseline)
-    return _report(seconds, threads, swap_every, baseline, after, samples, readers, status,
-                   delivered, api, versions, errors)
+    return _report(
+        seconds,
+        threads,
+        swap_every,
+        baseline,
+        after,
+        samples,
+        readers,
+        status,
+        delivered,
+        api,
+        versions,
+        errors,
+    )
 
 
 def _settle(baseline: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
@@ -357,9 +380,18 @@ def _settle(baseline: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
 
 
 def _report(
-    seconds: float, threads: int, swap_every: float, baseline: dict[str, Any],
-    after: dict[str, Any], samples: list[dict[str, Any]], readers: list[Reader],
-    status: Any, delivered: bool, api: LoopbackAPI, versions: set[int], errors: ErrorLog,
+    seconds: float,
+    threads: int,
+    swap_every: float,
+    baseline: dict[str, Any],
+    after: dict[str, Any],
+    samples: list[dict[str, Any]],
+    readers: list[Reader],
+    status: Any,
+    delivered: bool,
+    api: LoopbackAPI,
+    versions: set[int],
+    errors: ErrorLog,
 ) -> dict[str, Any]:
     warmup = max(1, min(10, round(seconds * 0.2)))
     steady = [s for s in samples if s["t"] > warmup] or samples[-1:]
@@ -381,18 +413,48 @@ def _report(
     thread_growth = max(s["threads"] for s in steady[-3:]) - start["threads"]
     fd_growth = max(s["fds"] for s in steady[-3:]) - start["fds"]
     targets = [
-        _target(f"RSS growth after {warmup} s warm-up", rss_growth, "MB",
-                f"< {RSS_GROWTH_LIMIT_MB:g}", rss_growth < RSS_GROWTH_LIMIT_MB),
-        _target("thread growth in steady state", thread_growth, "threads",
-                f"<= {LEAK_SLACK}", thread_growth <= LEAK_SLACK),
-        _target("fd growth in steady state", fd_growth, "fds", f"<= {LEAK_SLACK}",
-                fd_growth <= LEAK_SLACK),
-        _target("SDK threads while running", max(s["sdk_threads"] for s in samples), "threads",
-                "== 2", all(s["sdk_threads"] == 2 for s in samples)),
-        _target("threads after stop vs before start", after["threads"] - baseline["threads"],
-                "threads", "<= 0", after["threads"] <= baseline["threads"]),
-        _target("fds after stop vs before start", after["fds"] - baseline["fds"], "fds", "<= 0",
-                after["fds"] <= baseline["fds"]),
+        _target(
+            f"RSS growth after {warmup} s warm-up",
+            rss_growth,
+            "MB",
+            f"< {RSS_GROWTH_LIMIT_MB:g}",
+            rss_growth < RSS_GROWTH_LIMIT_MB,
+        ),
+        _target(
+            "thread growth in steady state",
+            thread_growth,
+            "threads",
+            f"<= {LEAK_SLACK}",
+            thread_growth <= LEAK_SLACK,
+        ),
+        _target(
+            "fd growth in steady state",
+            fd_growth,
+            "fds",
+            f"<= {LEAK_SLACK}",
+            fd_growth <= LEAK_SLACK,
+        ),
+        _target(
+            "SDK threads while running",
+            max(s["sdk_threads"] for s in samples),
+            "threads",
+            "== 2",
+            all(s["sdk_threads"] == 2 for s in samples),
+        ),
+        _target(
+            "threads after stop vs before start",
+            after["threads"] - baseline["threads"],
+            "threads",
+            "<= 0",
+            after["threads"] <= baseline["threads"],
+        ),
+        _target(
+            "fds after stop vs before start",
+            after["fds"] - baseline["fds"],
+            "fds",
+            "<= 0",
+            after["fds"] <= baseline["fds"],
+        ),
         _target("errors", sum(problems.values()), "count", "== 0", not any(problems.values())),
         _target("wrong reads", len(wrong), "count", "== 0", not wrong),
     ]
@@ -401,8 +463,12 @@ def _report(
         "python": platform.python_version(),
         "machine": platform.machine(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "config": {"seconds": seconds, "threads": threads, "swap_every": swap_every,
-                   "warmup_s": warmup},
+        "config": {
+            "seconds": seconds,
+            "threads": threads,
+            "swap_every": swap_every,
+            "warmup_s": warmup,
+        },
         "summary": {
             "rss_start_mb": samples[0]["rss_mb"],
             "rss_after_warmup_mb": start["rss_mb"],
@@ -410,8 +476,10 @@ def _report(
             "rss_growth_mb": round(rss_growth, 2),
             "rss_slope_mb_per_min": round(slope, 3),
             "threads_before": baseline["threads"],
-            "threads_running": [min(s["threads"] for s in samples),
-                                max(s["threads"] for s in samples)],
+            "threads_running": [
+                min(s["threads"] for s in samples),
+                max(s["threads"] for s in samples),
+            ],
             "threads_after": after["threads"],
             "fds_before": baseline["fds"],
             "fds_running": [min(s["fds"] for s in samples), max(s["fds"] for s in samples)],
@@ -434,8 +502,13 @@ def _report(
 
 
 def _target(name: str, measured: float, unit: str, target: str, met: bool) -> dict[str, Any]:
-    return {"name": name, "measured": round(measured, 2), "unit": unit, "target": target,
-            "met": bool(met)}
+    return {
+        "name": name,
+        "measured": round(measured, 2),
+        "unit": unit,
+        "target": target,
+        "met": bool(met),
+    }
 
 
 def _slope(xs: list[float], ys: list[float]) -> float:
@@ -444,32 +517,46 @@ def _slope(xs: list[float], ys: list[float]) -> float:
         return 0.0
     mean_x, mean_y = statistics.mean(xs), statistics.mean(ys)
     var = sum((x - mean_x) ** 2 for x in xs)
-    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / var if var else 0.0
+    return (
+        sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
+    )
 
 
 def print_report(report: dict[str, Any]) -> None:
     """The samples (every tenth second, and the last) and the targets as tables."""
     samples = report["samples"]
     every = max(1, len(samples) // 12)
-    print(f"{'t(s)':>5} {'RSS MB':>8} {'threads':>7} {'sdk':>4} {'fds':>5} {'version':>8} "
-          f"{'reads/s':>9} {'events':>7}")
+    print(
+        f"{'t(s)':>5} {'RSS MB':>8} {'threads':>7} {'sdk':>4} {'fds':>5} {'version':>8} "
+        f"{'reads/s':>9} {'events':>7}"
+    )
     for s in samples:
         if s["t"] % every == 0 or s is samples[-1]:
-            print(f"{s['t']:>5} {s['rss_mb']:>8.1f} {s['threads']:>7} {s['sdk_threads']:>4} "
-                  f"{s['fds']:>5} {s['version']:>8} {s['reads_per_s']:>9} {s['events_sent']:>7}")
+            print(
+                f"{s['t']:>5} {s['rss_mb']:>8.1f} {s['threads']:>7} {s['sdk_threads']:>4} "
+                f"{s['fds']:>5} {s['version']:>8} {s['reads_per_s']:>9} {s['events_sent']:>7}"
+            )
     summary = report["summary"]
-    print(f"\nversions applied {summary['versions_applied']} of {summary['versions_published']}"
-          f" published; {summary['reads']:,} reads; events tracked {summary['events_tracked']},"
-          f" sent {summary['events_sent']}, received {summary['events_received_by_server']}")
-    print(f"RSS {summary['rss_start_mb']:.1f} -> {summary['rss_after_warmup_mb']:.1f} (warm) -> "
-          f"{summary['rss_end_mb']:.1f} MB; slope {summary['rss_slope_mb_per_min']:+.3f} MB/min")
-    print(f"threads {summary['threads_before']} -> {summary['threads_running']} -> "
-          f"{summary['threads_after']}; fds {summary['fds_before']} -> {summary['fds_running']}"
-          f" -> {summary['fds_after']}\n")
+    print(
+        f"\nversions applied {summary['versions_applied']} of {summary['versions_published']}"
+        f" published; {summary['reads']:,} reads; events tracked {summary['events_tracked']},"
+        f" sent {summary['events_sent']}, received {summary['events_received_by_server']}"
+    )
+    print(
+        f"RSS {summary['rss_start_mb']:.1f} -> {summary['rss_after_warmup_mb']:.1f} (warm) -> "
+        f"{summary['rss_end_mb']:.1f} MB; slope {summary['rss_slope_mb_per_min']:+.3f} MB/min"
+    )
+    print(
+        f"threads {summary['threads_before']} -> {summary['threads_running']} -> "
+        f"{summary['threads_after']}; fds {summary['fds_before']} -> {summary['fds_running']}"
+        f" -> {summary['fds_after']}\n"
+    )
     print(f"{'target':<40} {'measured':>10} {'unit':<8} {'target':<8} met")
     for t in report["targets"]:
-        print(f"{t['name']:<40} {t['measured']:>10} {t['unit']:<8} {t['target']:<8} "
-              f"{'yes' if t['met'] else 'NO'}")
+        print(
+            f"{t['name']:<40} {t['measured']:>10} {t['unit']:<8} {t['target']:<8} "
+            f"{'yes' if t['met'] else 'NO'}"
+        )
     for line in summary["first_errors"] + summary["first_wrong_reads"]:
         print("  !", line)
 
@@ -478,8 +565,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120.0, help="run time (default 120)")
     parser.add_argument("--threads", type=int, default=4, help="reader threads (default 4)")
-    parser.add_argument("--swap-every", type=float, default=0.05,
-                        help="seconds between published versions (default 0.05)")
+    parser.add_argument(
+        "--swap-every",
+        type=float,
+        default=0.05,
+        help="seconds between published versions (default 0.05)",
+    )
     parser.add_argument("--json", type=Path, default=HERE / "results_soak.json")
     args = parser.parse_args(argv)
     if not 1 <= args.seconds <= 24 * 3600:

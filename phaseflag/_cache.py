@@ -253,7 +253,8 @@ class FileCache(Cache):
         except OSError as exc:
             if exc.errno != errno.ELOOP:  # O_NOFOLLOW met a symlink: refused below
                 raise
-            return self._refuse(file, "it is a symbolic link")
+            self._refuse(file, "it is a symbolic link")
+            return None
         with os.fdopen(fd, "rb") as handle:
             # fstat of the open file, so the checked file is the one read.
             problem = self._problem(os.fstat(fd))
@@ -262,7 +263,8 @@ class FileCache(Cache):
                 if len(data) <= self._max_bytes:
                     return data
                 problem = f"it is over max_bytes={self._max_bytes}"
-        return self._refuse(file, problem)
+        self._refuse(file, problem)
+        return None
 
     def _refuse(self, file: str, problem: str) -> None:
         """Warn (once per file) that ``file`` is not trusted; reads as a miss."""

@@ -143,11 +143,7 @@ class Streamer:
         if self.loop.stopping:
             return 0.0
         self._connected_at = None
-        error: Exception | None = None
-        try:
-            self._read_stream()
-        except Exception as exc:  # anything, so that no failure ends streaming for good
-            error = exc
+        error = self._read_once()
         if self.loop.stopping:
             return 0.0
         connected_at = self._connected_at
@@ -163,6 +159,19 @@ class Streamer:
         if isinstance(error, AuthenticationError):
             return self._auth_backoff.next_delay()
         return self._backoff.next_delay(getattr(error, "retry_after", None))
+
+    def _read_once(self) -> Exception | None:
+        """Read one connection; the error that ended it, if any.
+
+        Caught here rather than in ``step`` so that no frame on the error's traceback holds
+        the error: such a cycle would keep the stream's response, and so its pooled socket,
+        open until the garbage collector runs.
+        """
+        try:
+            self._read_stream()
+        except Exception as exc:  # anything, so that no failure ends streaming for good
+            return exc
+        return None
 
     def _read_stream(self) -> None:
         events = self._transport.open_stream()

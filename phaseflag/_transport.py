@@ -272,7 +272,8 @@ class Transport:
             _abort(resp)
 
     def close(self) -> None:
-        """Close open streams (as ``close_streams()``) and the owned session.
+        """Close open streams (as ``close_streams()``) and the owned session, whose pooled
+        keep-alive sockets are closed at once rather than when the pools are collected.
 
         Final and idempotent: afterwards every method raises TransportError.
         """
@@ -280,6 +281,7 @@ class Transport:
             self._closed = True
         self.close_streams()
         if self._owns_session:
+            _close_pools(self._session)
             self._session.close()
 
     def reset_after_fork(self) -> None:
@@ -539,6 +541,27 @@ def _abort(resp: requests.Response) -> None:
         resp.close()
     except Exception:  # closing must not fail; the reader sees the socket gone
         _log.debug("closing a stream response failed", exc_info=True)
+
+
+def _close_pools(session: requests.Session) -> None:
+    """Close the idle keep-alive sockets of every connection pool of ``session`` now.
+
+    ``Session.close()`` only forgets the pools (urllib3 2.x closes their sockets when a pool
+    is garbage-collected), so a pool still referenced from anywhere, or caught in a reference
+    cycle, would keep its connections open after ``close()``.
+    """
+    for adapter in session.adapters.values():
+        managers = [getattr(adapter, "poolmanager", None)]
+        managers += list(getattr(adapter, "proxy_manager", {}).values())
+        for manager in managers:
+            pools = getattr(manager, "pools", None)
+            if pools is None:
+                continue
+            for key in list(pools.keys()):
+                pool = pools.get(key)
+                if pool is not None:
+                    with contextlib.suppress(Exception):  # closing must not fail
+                        pool.close()
 
 
 def _json_bytes(payload: Mapping[str, Any]) -> bytes:

@@ -7,6 +7,7 @@ makes a read slow; every limit isolates the offending flag instead of failing th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -22,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from phaseflag import (
-    EvaluationContext,
     ErrorCode,
+    EvaluationContext,
     PhaseFlagClient,
     Reason,
     RulesetError,
@@ -53,14 +54,34 @@ SCALARS = st.one_of(
 )
 JSON = st.recursive(
     SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=16,
 )
 ATTRIBUTES = ["user_id", "session_id", "plan", "n", "version", "when", "email"]
 OPERANDS = st.one_of(
     st.sampled_from(
-        ["pro", "1.2.3", "v2.0.0-rc.1", "2024-05-01T12:00:00Z", "1700000000", "10", "-1e5",
-         "1_000", "nan", "inf", "^a.*z$", "(", "[a-", "@example.com", "", "\x00", "ß", "ǅ"]
+        [
+            "pro",
+            "1.2.3",
+            "v2.0.0-rc.1",
+            "2024-05-01T12:00:00Z",
+            "1700000000",
+            "10",
+            "-1e5",
+            "1_000",
+            "nan",
+            "inf",
+            "^a.*z$",
+            "(",
+            "[a-",
+            "@example.com",
+            "",
+            "\x00",
+            "ß",
+            "ǅ",
+        ]
     ),
     st.text(max_size=10),
     st.integers(min_value=-(10**20), max_value=10**20),
@@ -159,7 +180,9 @@ ATTRIBUTE_VALUES = st.one_of(
     st.text(max_size=20),
     OPERANDS,
     st.datetimes(
-        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(timezone.utc)
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.just(timezone.utc),
     ),
 )
 CONTEXTS = st.builds(
@@ -194,20 +217,16 @@ class TestFuzz:
     @given(document=JSON)
     def test_arbitrary_json_compiles_or_raises_ruleset_error(self, document: Any) -> None:
         """Any JSON value at all: compile_ruleset returns a Ruleset or raises RulesetError."""
-        try:
+        with contextlib.suppress(RulesetError):
             compile_ruleset(document)
-        except RulesetError:
-            pass
 
     @FUZZ
     @given(raw=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
     def test_arbitrary_bytes_load_or_raise_ruleset_error(self, raw: bytes) -> None:
         """Any bytes: load_ruleset parses, or raises RulesetError (never ValueError, never
         UnicodeDecodeError)."""
-        try:
+        with contextlib.suppress(RulesetError):
             load_ruleset(raw)
-        except RulesetError:
-            pass
 
     @FUZZ
     @given(document=DOCUMENTS, contexts=st.lists(CONTEXTS, max_size=3))
@@ -361,10 +380,10 @@ class TestRegex:
     )
     def test_worst_accepted_pattern_on_the_longest_input_under_10ms(self) -> None:
         """Every accepted pattern of a hostile corpus, on inputs of the longest length still
-        searched, evaluates in under 10 ms (measured in a child process killed after 5 s)."""
+        searched, evaluates in under 10 ms (measured in a child process killed after 3 s)."""
         corpus = [p for p, _ in BACKTRACKERS + UNREFUSED_BACKTRACKERS] + EVERYDAY
         corpus += [r"\w+x", r"[a-z]+@", r".*x", r"(a|b)+x", r"\s*.*\s*=", r"\d+\.\d+x"]
-        times = _regex_times(corpus, budget=5.0)
+        times = _regex_times(corpus, budget=3.0)
         slow = {p: ms for p, ms in times.items() if ms >= 10.0}
         assert slow == {}, slow
 
@@ -381,7 +400,8 @@ flags = [{"key": f"r{i}", "type": "boolean",
                      "serve": {"variation": "on"}}]} for i, p in enumerate(patterns)]
 compiled = compile_ruleset({"schema_version": 1, "flags": flags})
 n = MAX_REGEX_INPUT
-texts = ["a" * n, "1" * n, " " * n, "x" * n, "ab" * (n // 2), ("word " * n)[:n], "a" * (n - 1) + "!"]
+texts = ["a" * n, "1" * n, " " * n, "x" * n, "ab" * (n // 2), ("word " * n)[:n],
+         "a" * (n - 1) + "!"]
 for i, p in enumerate(patterns):
     if compiled.flags[f"r{i}"].error:
         continue
@@ -489,7 +509,10 @@ def segment_chain(count: int, *, loop: bool) -> list[dict[str, Any]]:
     """Segments s0..s{count-1}, each containing the next; the last matches plan=pro, or (loop)
     contains s0."""
     segments: list[dict[str, Any]] = [
-        {"key": f"s{i}", "rules": [{"conditions": [{"operator": "in_segment", "values": [f"s{i + 1}"]}]}]}
+        {
+            "key": f"s{i}",
+            "rules": [{"conditions": [{"operator": "in_segment", "values": [f"s{i + 1}"]}]}],
+        }
         for i in range(count - 1)
     ]
     last = (
@@ -503,7 +526,10 @@ def segment_chain(count: int, *, loop: bool) -> list[dict[str, Any]]:
 
 def segment_flag(key: str, segment: str) -> dict[str, Any]:
     """A boolean flag serving ``on`` to members of ``segment``."""
-    member = {"conditions": [{"operator": "in_segment", "values": [segment]}], "serve": {"variation": "on"}}
+    member = {
+        "conditions": [{"operator": "in_segment", "values": [segment]}],
+        "serve": {"variation": "on"},
+    }
     return boolean_flag(key, False, rules=[member])
 
 
@@ -586,8 +612,19 @@ def test_attribute_values_of_every_type_and_size(name: str) -> None:
         for attr in ("a", "user_id")
     ]
     flags.append(
-        boolean_flag("rollout", False, default={"rollout": {"bucket_by": "a", "variations": [
-            {"variation": "on", "weight": 50}, {"variation": "off", "weight": 50}]}})
+        boolean_flag(
+            "rollout",
+            False,
+            default={
+                "rollout": {
+                    "bucket_by": "a",
+                    "variations": [
+                        {"variation": "on", "weight": 50},
+                        {"variation": "off", "weight": 50},
+                    ],
+                }
+            },
+        )
     )
     compiled = compile_ruleset(ruleset(*flags))
     ctx = EvaluationContext(attributes={"a": value})
@@ -598,8 +635,18 @@ def test_attribute_values_of_every_type_and_size(name: str) -> None:
         assert result.error_code is None, (key, result)
 
 
-FLAG_KEY_CASES = ["ключ", "🚩-flag", "מפתח", "e\u0301", "a\x00b", "tab\there", "new\nline",
-                  "\x7f\x1b[31m", " ", "k" * 256]
+FLAG_KEY_CASES = [
+    "ключ",
+    "🚩-flag",
+    "מפתח",
+    "e\u0301",
+    "a\x00b",
+    "tab\there",
+    "new\nline",
+    "\x7f\x1b[31m",
+    " ",
+    "k" * 256,
+]
 
 
 def test_strange_flag_keys_load_and_read() -> None:

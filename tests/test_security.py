@@ -182,9 +182,7 @@ def test_bootstrap_url_gets_no_key(
     """The bootstrap URL (usually a third-party CDN) is fetched without the key."""
     cdn = LoopbackAPI(document=ruleset(boolean_flag("cdn-flag"), version=1))
     with _serve(cdn, "127.0.0.1") as cdn_url:
-        client = clients(
-            base_url=loopback_api.base_url, bootstrap_url=cdn_url + "/sdk/ruleset"
-        )
+        client = clients(base_url=loopback_api.base_url, bootstrap_url=cdn_url + "/sdk/ruleset")
         assert client.wait_until_ready(5)
         fetched = cdn.calls("/sdk/ruleset")
     assert fetched
@@ -229,7 +227,9 @@ def test_untrusted_cache_file_is_not_loaded(
         path.symlink_to(real)
     caplog.set_level(logging.WARNING, logger="phaseflag")
     client = clients(
-        base_url=base_url, cache=FileCache(cache_dir), bootstrap=document(1, True),
+        base_url=base_url,
+        cache=FileCache(cache_dir),
+        bootstrap=document(1, True),
         offline_mode=True,
     )
     assert client.get_boolean_value("flag", False, _PRO) is True
@@ -237,13 +237,17 @@ def test_untrusted_cache_file_is_not_loaded(
     assert "refusing to read" in caplog.text
 
 
-def test_private_cache_file_is_loaded(tmp_path: Path, clients: Callable[..., PhaseFlagClient]) -> None:
+def test_private_cache_file_is_loaded(
+    tmp_path: Path, clients: Callable[..., PhaseFlagClient]
+) -> None:
     """The same planted file, private to this user, is used (so the refusals above are real)."""
     base_url = f"http://127.0.0.1:{_closed_port()}/api/v1"
     cache_dir = tmp_path / "cache"
     _plant(cache_dir, base_url, value=False, version=99)
     client = clients(
-        base_url=base_url, cache=FileCache(cache_dir), bootstrap=document(1, True),
+        base_url=base_url,
+        cache=FileCache(cache_dir),
+        bootstrap=document(1, True),
         offline_mode=True,
     )
     assert client.status().ruleset_version == 99
@@ -264,10 +268,27 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     where = tmp_path_factory.mktemp("tls")
     cert, key = where / "cert.pem", where / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     return cert, key
 
@@ -286,7 +307,7 @@ def test_tls_verified_by_default(
     tls_api: tuple[LoopbackAPI, str], clients: Callable[..., PhaseFlagClient]
 ) -> None:
     """An untrusted certificate fails the sync; nothing is loaded from that server."""
-    api, url = tls_api
+    _, url = tls_api
     client = clients(base_url=url, send_events=False)
     wait_for(lambda: client.status().consecutive_failures >= 1, timeout=5)
     assert "CERTIFICATE_VERIFY_FAILED" in (client.status().last_error or "")
@@ -424,7 +445,7 @@ def _redirector(target: str) -> _Serving:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        def log_message(self, format: str, *args: Any) -> None:
             """Quiet."""
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)

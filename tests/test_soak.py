@@ -3,6 +3,7 @@ stopped against a loopback API, which must leave no thread, socket or file behin
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -32,9 +33,18 @@ def test_ten_second_soak(tmp_path: Path) -> None:
     thread or descriptor, every read right, every event delivered, nothing logged."""
     out = tmp_path / "soak.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--seconds", "10",
-         "--json", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "soak.py"),
+            "--seconds",
+            "10",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(out.read_text())
@@ -57,9 +67,12 @@ def test_200_clients_started_and_stopped_leave_nothing_behind(
     for round_ in range(10):
         clients = [
             PhaseFlagClient(
-                base_url=loopback_api.base_url, api_key=KEY, cache=FileCache(cache_dir),
+                base_url=loopback_api.base_url,
+                api_key=KEY,
+                cache=FileCache(cache_dir),
                 fetch_mode="streaming" if i % 4 == 0 else "polling",
-                polling_interval=0.05, request_timeout=2.0,
+                polling_interval=0.05,
+                request_timeout=2.0,
             )
             for i in range(20)
         ]
@@ -73,11 +86,43 @@ def test_200_clients_started_and_stopped_leave_nothing_behind(
             client.stop()
         assert phaseflag_threads() == [] or wait_for(lambda: not phaseflag_threads(), timeout=5)
 
-    settled = _settle(lambda: threading.active_count() <= threads_before and open_fds() <= fds_before)
-    assert settled, (threads_before, [t.name for t in threading.enumerate()], fds_before, _fd_links())
+    settled = _settle(
+        lambda: threading.active_count() <= threads_before and open_fds() <= fds_before
+    )
+    assert settled, ([t.name for t in threading.enumerate()], _fd_links())
     entries = sorted(p.name for p in (cache_dir / "cache").iterdir())
     assert len(entries) == 1, entries  # one environment, one entry; no temp files left
     assert len(loopback_api.events()) == 200
+
+
+@pytest.mark.parametrize("mode", ["polling", "streaming"])
+def test_stop_closes_sockets_without_the_garbage_collector(
+    loopback_api: LoopbackAPI, mode: str
+) -> None:
+    """With the cyclic GC off, stop() alone closes every socket a client opened (the stream,
+    its fallback poller's and the event posts'): the server sees each connection end."""
+    threads_before, fds_before = threading.active_count(), open_fds()
+    gc.disable()
+    try:
+        clients = [
+            PhaseFlagClient(
+                base_url=loopback_api.base_url, api_key=KEY, fetch_mode=mode, polling_interval=0.05
+            )
+            for _ in range(10)
+        ]
+        for client in clients:
+            client.start()
+        for client in clients:
+            assert client.wait_until_ready(10)
+            client.track_event(EvaluationEvent("flag", "on", "user-1"))
+        for client in clients:
+            client.stop()
+        settled = _settle(
+            lambda: threading.active_count() <= threads_before and open_fds() <= fds_before
+        )
+        assert settled, ([t.name for t in threading.enumerate()], _fd_links())
+    finally:
+        gc.enable()
 
 
 def _settle(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import math
 import socket
 import struct
 import threading
@@ -77,8 +78,9 @@ class FaultServer:
     Ruleset modes: ``ok`` (200 + ETag, 304 on a match), ``hang`` (never answers), ``stall``
     (headers and 100 body bytes, then silence), ``trickle`` (one byte per ``trickle_every``
     seconds), ``reset`` (half the body, then a TCP RST), ``close`` (closes without a byte),
-    ``truncated_gzip``, ``html``, ``bad_schema``, ``deep`` (100k ``[``), ``huge_declared``
-    (Content-Length 500 MB), ``huge_unframed`` (no length, close-delimited), ``huge_chunked``,
+    ``truncated_gzip``, ``html``, ``bad_schema``, ``nan_weight``, ``deep`` (100k ``[``),
+    ``huge_declared`` (Content-Length 500 MB), ``huge_unframed`` (no length, close-delimited),
+    ``huge_chunked``,
     ``gzip_bomb``, ``retry_after`` (503, Retry-After: 3600), ``flap`` (503 and 200 in turn)
     and ``503``. Events modes: ``ok`` (202, payload kept), ``503``, ``retry_after`` and
     ``hang``. Stream modes: ``ok`` (the ruleset, then pushes and pings), ``garbage`` (noise,
@@ -319,6 +321,11 @@ class FaultServer:
         if mode == "bad_schema":
             bad = {"schema_version": 1, "version": 999, "flags": [{"key": 7, "type": "maybe"}]}
             return self._reply(conn, 200, {"ETag": '"bad"'}, json.dumps(bad).encode())
+        if mode == "nan_weight":  # valid to the schema, yet NaN is not a number to compile
+            split = {"variations": [{"variation": "on", "weight": math.nan}]}
+            bad = document(999, False)
+            bad["flags"][0]["default"] = {"rollout": split}
+            return self._reply(conn, 200, {}, json.dumps(bad).encode())
         if mode == "deep":
             return self._reply(conn, 200, {"Content-Type": "application/json"}, b"[" * 100_000)
         if mode == "truncated_gzip":
