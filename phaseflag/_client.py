@@ -25,7 +25,7 @@ from ._cache import Cache, FileCache, MemoryCache, cache_key
 from ._compile import compile_ruleset, load_ruleset
 from ._config import Settings, redact, resolve
 from ._errors import ConfigError, InvalidContextError, PhaseFlagError, RulesetError, TransportError
-from ._evaluation import evaluate_flag, not_found
+from ._evaluation import evaluate_flag, not_found, short
 from ._events import EventProcessor, EventStats
 from ._listeners import Listeners
 from ._model import EMPTY_RULESET, Ruleset
@@ -445,7 +445,7 @@ class PhaseFlagClient:
         or mismatch."""
         if result is not None and result.value is not None:
             self._warn_once(
-                f"type:{flag_key}:{kind}",
+                f"type:{short(flag_key)}:{kind}",
                 "phaseflag: flag %r is not a %s flag (got %s); returning the default",
                 flag_key,
                 kind,
@@ -455,7 +455,7 @@ class PhaseFlagClient:
         if result is not None and result.error_code is not None:
             level = logging.DEBUG if result.error_code == ErrorCode.NOT_READY else logging.WARNING
             self._warn_once(
-                f"err:{flag_key}:{result.error_code}",
+                f"err:{short(flag_key)}:{result.error_code}",
                 "phaseflag: %s for flag %r: %s",
                 result.error_code,
                 flag_key,
@@ -485,7 +485,7 @@ class PhaseFlagClient:
     def _read_failed(self, flag_key: object, exc: Exception) -> EvaluationResult | None:
         """Log a read that raised (once per key and cause); the getter then returns its default."""
         self._warn_once(
-            f"read:{flag_key!r}:{type(exc).__name__}",
+            f"read:{short(flag_key)}:{type(exc).__name__}",
             "phaseflag: reading flag %r failed (%s); returning the default",
             flag_key,
             exc,
@@ -937,7 +937,8 @@ class PhaseFlagClient:
             self._warned.add(key)
         else:  # past the cap a warning would repeat on every read: keep it at DEBUG
             level = min(level, logging.DEBUG)
-        self._log.log(level, message, *args)
+        # Keys and values come from callers: a megabyte key must not make a megabyte line.
+        self._log.log(level, message, *(short(a, 200) if isinstance(a, str) else a for a in args))
 
 
 # -- module helpers ----------------------------------------------------------------------------

@@ -233,33 +233,53 @@ def _duplicate_segments(raw_segments: list[dict[str, Any]]) -> list[tuple[str, s
 def _compile_segments(
     raw_segments: list[dict[str, Any]],
 ) -> tuple[dict[str, Segment], list[tuple[str, str]]]:
-    """Compile segments in dependency order; a segment in a cycle or too deep is dropped."""
+    """Compile segments children first; a segment on a cycle or atop a chain deeper than
+    MAX_SEGMENT_DEPTH is dropped (flags using it are isolated). Iterative: any length."""
     by_key = {raw["key"]: (index, raw) for index, raw in enumerate(raw_segments)}
+    refs = {
+        key: [r for r in _segment_refs(raw.get("rules", [])) if r in by_key]
+        for key, (_, raw) in by_key.items()
+    }
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    height: dict[str, int] = {}
+    broken: dict[str, str] = {}
+    order: list[str] = []
+    for root in by_key:
+        if root in state:
+            continue
+        state[root] = 1
+        path, stack = [root], [(root, iter(refs[root]))]
+        while stack:
+            key, pending = stack[-1]
+            for ref in pending:
+                if ref not in state:
+                    state[ref] = 1
+                    path.append(ref)
+                    stack.append((ref, iter(refs[ref])))
+                    break
+                if state[ref] == 1:
+                    cycle = path[path.index(ref) :]
+                    for member in cycle:
+                        broken[member] = "segment cycle: " + " -> ".join([*cycle, ref])
+            else:
+                stack.pop()
+                path.pop()
+                state[key] = 2
+                height[key] = max((height.get(r, 0) + 1 for r in refs[key]), default=0)
+                if key not in broken and height[key] > MAX_SEGMENT_DEPTH:
+                    broken[key] = f"segment chain deeper than {MAX_SEGMENT_DEPTH}"
+                order.append(key)
     compiled: dict[str, Segment] = {}
     problems: list[tuple[str, str]] = []
-    state: dict[str, str] = {}
-
-    def visit(key: str, depth: int) -> None:
-        if state.get(key) == "done":
-            return
+    for key in order:
         index, raw = by_key[key]
-        if state.get(key) == "active" or depth > MAX_SEGMENT_DEPTH:
-            raise _Invalid(f"segments[{index}]", f"segment {key!r} refers to itself (cycle)")
-        state[key] = "active"
-        for ref in _segment_refs(raw.get("rules", [])):
-            if ref in by_key:
-                visit(ref, depth + 1)
         try:
+            if key in broken:
+                raise _Invalid(f"segments[{index}]", f"segment {key!r}: {broken[key]}")
             compiled[key] = _compile_segment(raw, index, compiled)
-        finally:
-            state[key] = "done"
-
-    for key in by_key:
-        try:
-            visit(key, 0)
         except _Invalid as exc:
             problems.append((exc.path, exc.message))
-            state[key] = "done"
+    problems.sort()
     return compiled, problems
 
 
@@ -462,6 +482,8 @@ def _serve(
     thresholds, served, total = [], [], 0
     for w, slot in enumerate(rollout["variations"]):
         name = results.variation(slot["variation"], f"{path}.rollout.variations[{w}].variation")
+        if not math.isfinite(slot["weight"]):
+            raise _Invalid(f"{path}.rollout.variations[{w}].weight", "weight must be a number")
         scaled = slot["weight"] * 1000
         if abs(scaled - round(scaled)) > 1e-6:
             raise _Invalid(

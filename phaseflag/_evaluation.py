@@ -19,12 +19,18 @@ from ._bucketing import bucket
 from ._model import Flag, Ruleset, Serve, Values
 from .types import ErrorCode, EvaluationContext, EvaluationResult, Reason
 
-__all__ = ["Explanation", "evaluate", "evaluate_flag", "explain", "not_found"]
+__all__ = ["Explanation", "evaluate", "evaluate_flag", "explain", "not_found", "short"]
 
 _NO_VALUES: Mapping[str, Any] = {}
 _hash = mmh3.hash
 
 Trace = list[dict[str, Any]]
+
+
+def short(text: object, limit: int = 80) -> str:
+    """``text`` for a message: long keys (no flag key is over 256 characters) cut short."""
+    shown = text if isinstance(text, str) else repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def not_found(flag_key: str) -> EvaluationResult:
@@ -34,7 +40,7 @@ def not_found(flag_key: str) -> EvaluationResult:
         None,
         Reason.ERROR,
         error_code=ErrorCode.FLAG_NOT_FOUND,
-        error_message=f"flag {flag_key!r} is not in the ruleset",
+        error_message=f"flag {short(flag_key)!r} is not in the ruleset",
     )
 
 

@@ -145,10 +145,11 @@ class _Compiler:
         return lambda v: type(v) is not str or len(v) <= value
 
     def kw_minimum(self, value: float, node: Mapping[str, Any]) -> Check:
-        return lambda v: type(v) not in (int, float) or v >= value
+        # "not v < value": NaN passes, exactly as in jsonschema (the compiler rejects it later).
+        return lambda v: type(v) not in (int, float) or not v < value
 
     def kw_maximum(self, value: float, node: Mapping[str, Any]) -> Check:
-        return lambda v: type(v) not in (int, float) or v <= value
+        return lambda v: type(v) not in (int, float) or not v > value
 
     def kw_oneOf(self, value: list[Any], node: Mapping[str, Any]) -> Check:
         subs = [self.build(sub) for sub in value]

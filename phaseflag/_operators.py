@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Any, Final
 
 from ._model import Condition, Segment, Test, Values
+from ._regex import regex_hazard
 
 __all__ = [
     "MAX_REGEX_INPUT",
@@ -35,7 +36,7 @@ __all__ = [
 #: Longest regex pattern accepted in a ``matches`` condition.
 MAX_REGEX_LENGTH: Final = 256
 #: Longest context string a regex is run against; longer values make ``matches`` false.
-MAX_REGEX_INPUT: Final = 4096
+MAX_REGEX_INPUT: Final = 512
 
 _MISSING: Final[Any] = None  # context values never hold None: it means "absent"
 
@@ -248,58 +249,20 @@ def _contains(value: str, needles: tuple[str, ...]) -> bool:
     return any(needle in value for needle in needles)
 
 
-# Features that make backtracking blow up or cannot be bounded; rejected at compile time.
-_BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
-# A repetition that can match a variable number of times: *, +, {m,} or {m,n}.
-_REPEAT = re.compile(r"[*+]|\{\d*,\d*\}", re.ASCII)
-
-
-def _has_nested_quantifier(pattern: str) -> bool:
-    """True when a repeated group contains a repetition at any depth, e.g. ``((a+)b)*``."""
-    inside: list[bool] = [False]  # per open group: does it contain a repetition?
-    i, end = 0, len(pattern)
-    while i < end:
-        char = pattern[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == "[":  # a character class: its metacharacters are literals
-            i += 2 if pattern.startswith("[^", i) else 1
-            i += 1 if pattern.startswith("]", i) else 0
-            while i < end and pattern[i] != "]":
-                i += 2 if pattern[i] == "\\" else 1
-            i += 1
-            continue
-        if char == "(":
-            inside.append(False)
-            i += 1
-            continue
-        repeat = _REPEAT.match(pattern, i + 1 if char == ")" else i)
-        if char == ")":
-            group = inside.pop() if len(inside) > 1 else False
-            if repeat is not None and group:
-                return True
-            inside[-1] = inside[-1] or group or repeat is not None
-        elif repeat is not None:
-            inside[-1] = True
-        i += 1
-    return False
-
-
 def _matches(attr: str, operands: list[Any], negate: bool, fold: bool) -> Test:
     patterns = []
     for pattern in _strings("matches", operands, False):
         if len(pattern) > MAX_REGEX_LENGTH:
             raise InvalidCondition(f"regex longer than {MAX_REGEX_LENGTH} characters")
-        if _has_nested_quantifier(pattern) or _BACKREFERENCE.search(pattern):
-            raise InvalidCondition(
-                f"regex {pattern!r} uses a nested quantifier or backreference, "
-                "which can backtrack catastrophically"
-            )
         try:
+            hazard = regex_hazard(pattern)
             patterns.append(re.compile(pattern, re.IGNORECASE if fold else 0).search)
         except (re.error, RecursionError, OverflowError) as exc:
             raise InvalidCondition(f"bad regex {pattern!r}: {exc}") from None
+        if hazard is not None:
+            raise InvalidCondition(
+                f"regex {pattern!r} uses {hazard}, which can backtrack catastrophically"
+            )
     searches = tuple(patterns)
 
     def test(values: Values) -> bool:

@@ -139,7 +139,7 @@ def parse_document(raw: bytes | str, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> 
     if len(raw) > max_bytes:
         raise RulesetTooLargeError(f"ruleset is {len(raw)} bytes, over the {max_bytes}-byte limit")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_no_constants)
     except RecursionError:
         raise RulesetTooLargeError("ruleset JSON is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -169,7 +169,14 @@ def reject(errors: list[tuple[str, str]]) -> RulesetError:
 
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
-_DECODER = json.JSONDecoder()
+
+
+def _no_constants(name: str) -> Any:
+    """``NaN``/``Infinity`` are not JSON, though Python's decoder reads them."""
+    raise ValueError(f"{name} is not a valid JSON value")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
 
 
 def _skip(text: str, i: int) -> int:

@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
-from ._backoff import AUTH_BACKOFF_BASE, AUTH_BACKOFF_CAP, Backoff, jittered
+from ._backoff import AUTH_BACKOFF_BASE, AUTH_BACKOFF_CAP, MAX_RETRY_AFTER, Backoff, jittered
 from ._errors import AuthenticationError, RulesetError, TransportError
 from ._loop import Loop
 
@@ -24,8 +24,6 @@ __all__ = ["MAX_BACKOFF", "MAX_RETRY_AFTER", "Poller", "SyncSink"]
 
 #: Longest wait between retries of a failing (429/5xx/network) fetch.
 MAX_BACKOFF: Final = 300.0
-#: Longest ``Retry-After`` honoured; a larger one is capped to this.
-MAX_RETRY_AFTER: Final = 600.0
 
 _log = logging.getLogger("phaseflag")
 
@@ -108,7 +106,8 @@ class Poller:
             return delay
         except RulesetError as exc:  # over the size limit: refused unread
             self._sink.sync_failed(exc)
-            return jittered(self._interval, rng=self._rng)
+            # Back off as for a server error: each retry could cost a 10 MiB download.
+            return max(self._backoff.next_delay(), jittered(self._interval, rng=self._rng))
         except Exception as exc:  # a bug, not the network: report it and back off, never spin
             _log.error("phaseflag: unexpected error fetching the ruleset", exc_info=True)
             self._sink.sync_failed(exc)

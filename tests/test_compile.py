@@ -257,11 +257,13 @@ class TestParsing:
             load_ruleset("[" * 100_000 + "]" * 100_000)
 
     def test_nan_number_value_is_isolated(self) -> None:
-        """Python's json reads NaN; a number flag holding it is isolated, not served."""
-        text = json.dumps(ruleset(number_flag("n", float("nan")), boolean_flag("ok")))
-        compiled = load_ruleset(text)
+        """A dict holding NaN isolates that flag; NaN in JSON text is not JSON at all."""
+        document = ruleset(number_flag("n", float("nan")), boolean_flag("ok"))
+        compiled = compile_ruleset(document)
         assert evaluate(compiled, "n").error_code == ErrorCode.INVALID_FLAG
         assert evaluate(compiled, "ok").value is True
+        with pytest.raises(RulesetError, match="NaN is not a valid JSON value"):
+            load_ruleset(json.dumps(document))
 
     def test_huge_integers_do_not_crash(self) -> None:
         """Integers beyond the float range are valid number values and operands."""
