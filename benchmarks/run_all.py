@@ -30,6 +30,7 @@ BENCHMARKS: list[tuple[str, str, list[str]]] = [
     ("bench_threads.py", "results_threads.json", ["--seconds", "0.5"]),
     ("bench_events.py", "results_events.json", ["--events", "200000"]),
     ("bench_startup.py", "results_startup.json", ["--runs", "5"]),
+    ("soak.py", "results_soak.json", ["--seconds", "20"]),
 ]
 
 
