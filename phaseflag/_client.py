@@ -102,8 +102,12 @@ class PhaseFlagClient:
         headers_factory: Called per request for extra headers (rotating credentials).
         verify: TLS verification: True, or a CA bundle path; False logs a warning.
         proxies: ``requests`` proxies mapping.
-        logger: Logger to use instead of ``logging.getLogger("phaseflag")``.
-        debug: Log SDK activity to stderr (False).
+        logger: Logger for this client's own messages (reads, sync outcomes) instead
+            of ``logging.getLogger("phaseflag")``; the shared transport, event and
+            cache modules always log to ``phaseflag``.
+        debug: Log SDK activity to stderr (False). It attaches one stderr handler to
+            the process-wide ``phaseflag`` logger and sets it to DEBUG, for every
+            client in the process; configure ``logging`` yourself for finer control.
         fetch_mode: ``"polling"`` (default) or ``"streaming"`` (Server-Sent Events).
         max_staleness: Seconds after which held data counts as stale: a ``stale``
             event fires once, and ``ready`` again on recovery (off).

@@ -1,0 +1,153 @@
+"""Pieces every benchmark script shares: wrong-result checks, RSS, target rows, the
+target table, and writing the JSON report. Imported as ``_common`` (the scripts' own
+folder is on ``sys.path`` when they run as ``python benchmarks/<script>.py``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+#: Exit status of a benchmark: every target met, a target missed, a wrong result seen.
+ALL_MET, MISSED, WRONG = 0, 1, 2
+
+
+class WrongResult(AssertionError):
+    """The benchmark saw a wrong answer; its numbers would mean nothing."""
+
+
+def expect(condition: bool, message: str) -> None:
+    """Raise WrongResult(``message``) unless ``condition`` holds."""
+    if not condition:
+        raise WrongResult(message)
+
+
+def wrong_result(exc: WrongResult) -> int:
+    """Report ``exc`` on stderr; returns the exit status for a wrong result (2)."""
+    print(f"WRONG RESULT: {exc}", file=sys.stderr)
+    return WRONG
+
+
+def rss_bytes() -> int:
+    """Resident set size now (Linux /proc), in bytes; raises OSError without /proc and
+    RuntimeError when it has no VmRSS line."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def rss_mb() -> float:
+    """Resident set size now, in MB (/proc on Linux; peak RSS elsewhere)."""
+    try:
+        return rss_bytes() / 2**20
+    except (OSError, RuntimeError):
+        import resource  # Unix only: needed only where /proc is missing
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine_info() -> dict[str, Any]:
+    """The first keys of every report: Python version, machine type and CPU count."""
+    return {
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def target(
+    name: str,
+    measured: float | None,
+    unit: str,
+    wanted: str,
+    met: bool,
+    *,
+    digits: int | None = None,
+) -> dict[str, Any]:
+    """One row of a report's ``targets`` list (the keys run_all.py reads). ``measured`` is
+    rounded to ``digits`` when given (``met`` is decided by the caller, on the raw value)."""
+    if digits is not None and measured is not None:
+        measured = round(measured, digits)
+    return {"name": name, "measured": measured, "unit": unit, "target": wanted, "met": bool(met)}
+
+
+def at_most(name: str, measured: float, unit: str, limit: float, digits: int) -> dict[str, Any]:
+    """A target row met when ``measured <= limit`` (compared before rounding)."""
+    return target(name, measured, unit, f"<= {limit:g}", measured <= limit, digits=digits)
+
+
+def at_least(name: str, measured: float, unit: str, floor: float, digits: int) -> dict[str, Any]:
+    """A target row met when ``measured >= floor`` (compared before rounding)."""
+    return target(name, measured, unit, f">= {floor:g}", measured >= floor, digits=digits)
+
+
+def print_targets(
+    targets: Iterable[dict[str, Any]],
+    *,
+    name_width: int,
+    value_width: int,
+    unit_width: int,
+    target_width: int,
+    group_from: float | None = None,
+) -> None:
+    """Print the "target / measured / target / met" table after a blank line. Values are
+    shown with ``g``, or as whole numbers with thousands separators from ``group_from``."""
+    print(
+        f"\n{'target':<{name_width}}{'measured':>{value_width + unit_width}}  "
+        f"{'target':<{target_width}} met"
+    )
+    for t in targets:
+        value = t["measured"]
+        big = group_from is not None and abs(value) >= group_from
+        shown = f"{value:,.0f}" if big else f"{value:g}"
+        print(
+            f"{t['name']:<{name_width}}{shown:>{value_width}}{t['unit']:>{unit_width}}  "
+            f"{t['target']:<{target_width}} {'yes' if t['met'] else 'NO'}"
+        )
+
+
+def write_report(report: dict[str, Any], path: str | Path) -> None:
+    """Write ``report`` as indented JSON to ``path`` and say so on stdout."""
+    Path(path).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+def finish(report: dict[str, Any], path: str | Path) -> int:
+    """Write the report (see write_report); returns the exit status: 0 when every target
+    in ``report["targets"]`` was met, else 1."""
+    write_report(report, path)
+    return ALL_MET if all(t["met"] for t in report["targets"]) else MISSED
+
+
+def realistic_ruleset(flags: int, version: int = 1) -> dict[str, Any]:
+    """``flags`` realistic boolean flags ``flag-<i>``: two targeted users, and a plan rule
+    serving a 25% rollout."""
+    out = []
+    for i in range(flags):
+        rollout = [{"variation": "on", "weight": 25}, {"variation": "off", "weight": 75}]
+        out.append(
+            {
+                "key": f"flag-{i}",
+                "type": "boolean",
+                "variations": [{"key": "on", "value": True}, {"key": "off", "value": False}],
+                "off_variation": "off",
+                "targets": [{"variation": "on", "user_ids": [f"user-{i}", "qa-1"]}],
+                "rules": [
+                    {
+                        "id": f"rule-{i}",
+                        "conditions": [
+                            {"attribute": "plan", "operator": "in", "values": ["pro", "team"]}
+                        ],
+                        "serve": {"rollout": {"variations": rollout}},
+                    }
+                ],
+                "default": {"variation": "off"},
+            }
+        )
+    return {"schema_version": 1, "version": version, "flags": out}
