@@ -636,14 +636,12 @@ class PhaseFlagClient:
         result = self._typed_details(flag_key, default, context, _is_int, "integer")
         return replace(result, value=int(result.value)) if type(result.value) is float else result
 
-    def get_float_value_details(
+    def get_float_details(
         self, flag_key: str, default: float, context: EvaluationContext | None = None
     ) -> EvaluationResult:
         """The numeric result with reason and variation (value made a float)."""
         result = self._typed_details(flag_key, default, context, _is_number, "number")
         return replace(result, value=float(result.value)) if type(result.value) is int else result
-
-    get_float_details = get_float_value_details
 
     def get_json_details(
         self, flag_key: str, default: Any, context: EvaluationContext | None = None
