@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from _common import (
+    WrongResult,
+    at_most,
+    expect,
+    finish,
+    machine_info,
+    print_targets,
+    realistic_ruleset,
+    wrong_result,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_IMPORT_MS = 150.0
@@ -44,37 +53,6 @@ client.stop()
 print(json.dumps({"import_s": imported - started, "ready_s": done - imported, "ready": ready,
                   "flags": len(client.ruleset), "values": values}))
 """
-
-
-class WrongResult(AssertionError):
-    """The benchmark saw a wrong answer; its numbers would mean nothing."""
-
-
-def bootstrap_document(n: int) -> dict[str, Any]:
-    """``n`` realistic boolean flags: two targeted users, a plan rule with a 25% rollout."""
-    flags = []
-    for i in range(n):
-        rollout = [{"variation": "on", "weight": 25}, {"variation": "off", "weight": 75}]
-        flags.append(
-            {
-                "key": f"flag-{i}",
-                "type": "boolean",
-                "variations": [{"key": "on", "value": True}, {"key": "off", "value": False}],
-                "off_variation": "off",
-                "targets": [{"variation": "on", "user_ids": [f"user-{i}", "qa-1"]}],
-                "rules": [
-                    {
-                        "id": f"rule-{i}",
-                        "conditions": [
-                            {"attribute": "plan", "operator": "in", "values": ["pro", "team"]}
-                        ],
-                        "serve": {"rollout": {"variations": rollout}},
-                    }
-                ],
-                "default": {"variation": "off"},
-            }
-        )
-    return {"schema_version": 1, "version": 1, "flags": flags}
 
 
 def _python(*args: str) -> subprocess.CompletedProcess[str]:
@@ -129,8 +107,7 @@ def measure_import(runs: int) -> dict[str, Any]:
     median_run = min(range(runs), key=lambda k: abs(times[k] - median))
     modules = imported_modules()
     extras = [m for m in NOT_IMPORTED if modules[m]]
-    if extras:
-        raise WrongResult(f"import phaseflag imported optional extras: {extras}")
+    expect(not extras, f"import phaseflag imported optional extras: {extras}")
     return {
         "median_ms": median,
         "first_ms": times[0],
@@ -143,14 +120,17 @@ def measure_import(runs: int) -> dict[str, Any]:
 def measure_ready(runs: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as workdir:
         path = Path(workdir, "bootstrap.json")
-        path.write_text(json.dumps(bootstrap_document(BOOTSTRAP_FLAGS)), "utf-8")
+        path.write_text(json.dumps(realistic_ruleset(BOOTSTRAP_FLAGS)), "utf-8")
         size = path.stat().st_size
         results = [json.loads(_python("-c", READY_CODE, str(path)).stdout) for _ in range(runs)]
     for r in results:
-        if not r["ready"] or r["flags"] != BOOTSTRAP_FLAGS:
-            raise WrongResult(f"client not ready with every flag: {r}")
-        if r["values"] != [True, False, True, False]:
-            raise WrongResult(f"wrong values after bootstrap: {r['values']}")
+        expect(
+            r["ready"] and r["flags"] == BOOTSTRAP_FLAGS, f"client not ready with every flag: {r}"
+        )
+        expect(
+            r["values"] == [True, False, True, False],
+            f"wrong values after bootstrap: {r['values']}",
+        )
     ready = [r["ready_s"] for r in results]
     return {
         "median_s": statistics.median(ready),
@@ -165,25 +145,15 @@ def run(runs: int) -> dict[str, Any]:
     imp = measure_import(runs)
     ready = measure_ready(max(3, runs // 2))
     targets = [
-        {
-            "name": "import phaseflag (cold, -X importtime)",
-            "measured": round(imp["median_ms"], 1),
-            "unit": "ms",
-            "target": f"<= {TARGET_IMPORT_MS:g}",
-            "met": imp["median_ms"] <= TARGET_IMPORT_MS,
-        },
-        {
-            "name": "client ready on a 1,000-flag bootstrap file",
-            "measured": round(ready["median_s"], 3),
-            "unit": "s",
-            "target": f"<= {TARGET_READY_S:g}",
-            "met": ready["median_s"] <= TARGET_READY_S,
-        },
+        at_most(
+            "import phaseflag (cold, -X importtime)", imp["median_ms"], "ms", TARGET_IMPORT_MS, 1
+        ),
+        at_most(
+            "client ready on a 1,000-flag bootstrap file", ready["median_s"], "s", TARGET_READY_S, 3
+        ),
     ]
     return {
-        "python": sys.version.split()[0],
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
+        **machine_info(),
         "import": imp,
         "ready": ready,
         "targets": targets,
@@ -198,8 +168,7 @@ def main() -> int:
     try:
         report = run(args.runs)
     except WrongResult as exc:
-        print(f"WRONG RESULT: {exc}", file=sys.stderr)
-        return 2
+        return wrong_result(exc)
     imp, ready = report["import"], report["ready"]
     print(
         f"import phaseflag: median {imp['median_ms']:.0f} ms over {args.runs} fresh "
@@ -214,15 +183,8 @@ def main() -> int:
         f"KiB): ready {ready['median_s'] * 1000:.0f} ms after import (import + ready "
         f"{ready['import_then_ready_s'] * 1000:.0f} ms)"
     )
-    print(f"\n{'target':<46}{'measured':>10}  {'target':<7} met")
-    for t in report["targets"]:
-        print(
-            f"{t['name']:<46}{t['measured']:>8g}{t['unit']:>2}  {t['target']:<7} "
-            f"{'yes' if t['met'] else 'NO'}"
-        )
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
-    return 0 if all(t["met"] for t in report["targets"]) else 1
+    print_targets(report["targets"], name_width=46, value_width=8, unit_width=2, target_width=7)
+    return finish(report, args.json)
 
 
 if __name__ == "__main__":

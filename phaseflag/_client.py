@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, overload
 
 from ._cache import Cache, FileCache, MemoryCache, cache_key
 from ._compile import compile_ruleset, load_ruleset
-from ._config import Settings, redact, resolve
+from ._config import Settings, env_json_object, redact, resolve
 from ._errors import ConfigError, InvalidContextError, PhaseFlagError, RulesetError, TransportError
 from ._evaluation import evaluate_flag, not_found, short
 from ._events import EventProcessor, EventStats
@@ -170,6 +170,14 @@ class PhaseFlagClient:
             raise ConfigError("fallback", "must be callable as fallback(flag_key, context)")
         if headers_factory is not None and not callable(headers_factory):
             raise ConfigError("headers_factory", "must be a callable returning a dict of headers")
+        if headers is None:
+            headers = env_json_object("headers")
+            if headers is not None and not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+            ):
+                raise ConfigError("PHASEFLAG_HEADERS", "names and values must be strings")
+        if default_context is None:
+            default_context = _context_from_env()
         _check_types(headers=headers, proxies=proxies, logger=logger, cache=cache, session=session)
         if self._settings.bootstrap_url and not self._settings.base_url:
             raise ConfigError(
@@ -993,6 +1001,26 @@ def _diff(old: Ruleset, new: Ruleset) -> tuple[FlagChange, ...]:
         if key not in new.flags:
             changes.append(FlagChange(key, flag.version, None, removed=True))
     return tuple(changes)
+
+
+def _context_from_env() -> EvaluationContext | None:
+    """``PHASEFLAG_DEFAULT_CONTEXT``: ``{"user_id", "session_id", "attributes": {...}}``."""
+    data = env_json_object("default_context")
+    if data is None:
+        return None
+    unknown = set(data) - {"user_id", "session_id", "attributes"}
+    if unknown or not isinstance(data.get("attributes", {}), dict):
+        raise ConfigError(
+            "PHASEFLAG_DEFAULT_CONTEXT",
+            f"unexpected fields {sorted(unknown)}" if unknown else "attributes must be an object",
+            'use {"user_id": ..., "session_id": ..., "attributes": {...}}',
+        )
+    try:
+        return EvaluationContext(
+            data.get("user_id"), data.get("session_id"), data.get("attributes")
+        )
+    except InvalidContextError as exc:
+        raise ConfigError("PHASEFLAG_DEFAULT_CONTEXT", str(exc)) from None
 
 
 def _fspath(option: str, value: object) -> str | None:

@@ -6,6 +6,7 @@ A malformed value raises ConfigError naming the option and how to fix it.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit
 
 from ._errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings", "resolve"]
+__all__ = ["ENV_PREFIX", "Settings", "env_json_object", "resolve"]
 
 ENV_PREFIX: Final = "PHASEFLAG_"
 
@@ -187,3 +188,24 @@ def resolve(explicit: Mapping[str, Any], environ: Mapping[str, str] | None = Non
     if values["base_url"] and not values["api_key"]:
         raise ConfigError("api_key", "is empty while base_url is set", "pass your SDK key")
     return Settings(**values)
+
+
+def env_json_object(option: str, environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The JSON object in ``PHASEFLAG_<OPTION>``, or None when unset; ConfigError if malformed.
+
+    For the structured options (``headers``, ``default_context``); callables and
+    objects (``cache``, ``logger``, ``fallback``, ``session``...) have no
+    environment form, and proxies come from the standard ``HTTPS_PROXY`` variables.
+    """
+    env = os.environ if environ is None else environ
+    name = ENV_PREFIX + option.upper()
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ConfigError(name, "is not a JSON object", f'e.g. {name}=\'{{"key": "value"}}\'')
+    return value

@@ -244,3 +244,62 @@ def test_valid_extras_are_accepted(tmp_path: Path) -> None:
         fetch_mode="streaming",
         fallback=lambda key, ctx: None,
     )
+
+
+class TestStructuredOptionsFromEnvironment:
+    """headers and default_context come from JSON in PHASEFLAG_* variables too."""
+
+    def test_headers_from_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """PHASEFLAG_HEADERS (a JSON object) becomes the client's extra headers."""
+        monkeypatch.setenv("PHASEFLAG_HEADERS", '{"X-Team": "checkout"}')
+        client = PhaseFlagClient(base_url="", api_key="")
+        assert client._headers == {"X-Team": "checkout"}
+
+    def test_explicit_headers_win(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An explicit headers argument wins over the environment."""
+        monkeypatch.setenv("PHASEFLAG_HEADERS", '{"X-Team": "checkout"}')
+        client = PhaseFlagClient(base_url="", api_key="", headers={"X-Team": "search"})
+        assert client._headers == {"X-Team": "search"}
+
+    def test_default_context_from_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """PHASEFLAG_DEFAULT_CONTEXT supplies attributes merged under every read's context."""
+        monkeypatch.setenv("PHASEFLAG_DEFAULT_CONTEXT", '{"attributes": {"plan": "pro"}}')
+        document = {
+            "schema_version": 1,
+            "flags": [
+                {
+                    "key": "f",
+                    "type": "boolean",
+                    "variations": [{"key": "on", "value": True}, {"key": "off", "value": False}],
+                    "rules": [
+                        {
+                            "conditions": [
+                                {"attribute": "plan", "operator": "in", "values": ["pro"]}
+                            ],
+                            "serve": {"variation": "on"},
+                        }
+                    ],
+                    "default": {"variation": "off"},
+                }
+            ],
+        }
+        client = PhaseFlagClient(base_url="", api_key="", bootstrap=document)
+        assert client.get_boolean_value("f", False) is True
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("PHASEFLAG_HEADERS", "not json"),
+            ("PHASEFLAG_HEADERS", "[1, 2]"),
+            ("PHASEFLAG_HEADERS", '{"X-Count": 3}'),
+            ("PHASEFLAG_DEFAULT_CONTEXT", '{"plan": "pro"}'),
+            ("PHASEFLAG_DEFAULT_CONTEXT", '{"attributes": {"tags": ["a"]}}'),
+        ],
+    )
+    def test_malformed_structured_env_names_the_variable(
+        self, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+    ) -> None:
+        """A malformed structured variable raises ConfigError naming it."""
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ConfigError, match=name):
+            PhaseFlagClient(base_url="", api_key="")
