@@ -4,6 +4,7 @@ folder is on ``sys.path`` when they run as ``python benchmarks/<script>.py``).""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -77,12 +78,12 @@ def target(
     return {"name": name, "measured": measured, "unit": unit, "target": wanted, "met": bool(met)}
 
 
-def at_most(name: str, measured: float, unit: str, limit: float, digits: int) -> dict[str, Any]:
+def at_most(name: str, measured: float, unit: str, limit: float, *, digits: int) -> dict[str, Any]:
     """A target row met when ``measured <= limit`` (compared before rounding)."""
     return target(name, measured, unit, f"<= {limit:g}", measured <= limit, digits=digits)
 
 
-def at_least(name: str, measured: float, unit: str, floor: float, digits: int) -> dict[str, Any]:
+def at_least(name: str, measured: float, unit: str, floor: float, *, digits: int) -> dict[str, Any]:
     """A target row met when ``measured >= floor`` (compared before rounding)."""
     return target(name, measured, unit, f">= {floor:g}", measured >= floor, digits=digits)
 
@@ -110,6 +111,13 @@ def print_targets(
             f"{t['name']:<{name_width}}{shown:>{value_width}}{t['unit']:>{unit_width}}  "
             f"{t['target']:<{target_width}} {'yes' if t['met'] else 'NO'}"
         )
+
+
+def parse_args(parser: argparse.ArgumentParser, results: str) -> argparse.Namespace:
+    """Add the ``--json PATH`` option every benchmark has (default ``benchmarks/<results>``)
+    to ``parser`` and parse the command line; exits on a usage error, as argparse does."""
+    parser.add_argument("--json", default=str(Path(__file__).with_name(results)))
+    return parser.parse_args()
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> None:

@@ -15,7 +15,6 @@ import gc
 import http.client
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import bench_evaluation as scen
+from _common import (
+    WrongResult,
+    at_most,
+    expect,
+    finish,
+    machine_info,
+    parse_args,
+    print_targets,
+    rss_bytes,
+    target,
+    wrong_result,
+)
 
 from phaseflag import EvaluationContext, EvaluationEvent, PhaseFlagClient
 
@@ -48,15 +59,6 @@ server.stop()
 """
 
 
-class WrongResult(AssertionError):
-    """The benchmark saw a wrong answer; its numbers would mean nothing."""
-
-
-def expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise WrongResult(message)
-
-
 def ruleset() -> dict[str, Any]:
     """The S1-S4 flags plus an S2-shaped pair differing only in ``track_events``."""
     doc = scen.build_ruleset()
@@ -66,14 +68,6 @@ def ruleset() -> dict[str, Any]:
         {**s2, "key": "untracked", "track_events": False},
     ]
     return doc
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 class Server:
@@ -303,29 +297,25 @@ def run(total: int) -> dict[str, Any]:
     throughput["in_file"] = delivered
     t = throughput
     per_minute, growth = t["delivered_per_minute"], t["rss_growth_mb"]
+    lost = total - delivered
     targets = [
-        _target("track_event median", track["median_ns"], "ns", "<= 1000"),
-        _target("summary cost added to a read", summary["added_ns"], "ns", "<= 100"),
-        _target(f"{total:,} events delivered per minute", per_minute, "", ">= 1e6"),
-        _target("events lost (not in the server's file)", total - delivered, "", "== 0"),
-        _target("RSS growth while sending them", growth, "MB", "<= 50"),
-    ]
-    for row, met in zip(
-        targets,
-        (
-            track["median_ns"] <= TARGET_TRACK_NS,
-            summary["added_ns"] <= TARGET_SUMMARY_NS,
-            per_minute >= TARGET_PER_MINUTE,
-            delivered == total,
-            growth <= RSS_GROWTH_LIMIT_MB,
+        at_most("track_event median", track["median_ns"], "ns", TARGET_TRACK_NS, digits=2),
+        at_most(
+            "summary cost added to a read", summary["added_ns"], "ns", TARGET_SUMMARY_NS, digits=2
         ),
-        strict=True,
-    ):
-        row["met"] = met
+        target(
+            f"{total:,} events delivered per minute",
+            per_minute,
+            "",
+            ">= 1e6",
+            per_minute >= TARGET_PER_MINUTE,
+            digits=2,
+        ),
+        target("events lost (not in the server's file)", lost, "", "== 0", lost == 0, digits=2),
+        at_most("RSS growth while sending them", growth, "MB", RSS_GROWTH_LIMIT_MB, digits=2),
+    ]
     return {
-        "python": sys.version.split()[0],
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
+        **machine_info(),
         "server": "phaseflag.server.PhaseFlagServer in a child process",
         "track_event": track,
         "summary": summary,
@@ -334,20 +324,14 @@ def run(total: int) -> dict[str, Any]:
     }
 
 
-def _target(name: str, measured: float, unit: str, target: str) -> dict[str, Any]:
-    return {"name": name, "measured": round(measured, 2), "unit": unit, "target": target}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--json", default=str(Path(__file__).with_name("results_events.json")))
-    args = parser.parse_args()
+    args = parse_args(parser, "results_events.json")
     try:
         report = run(args.events)
     except WrongResult as exc:
-        print(f"WRONG RESULT: {exc}", file=sys.stderr)
-        return 2
+        return wrong_result(exc)
     tr, su, t = report["track_event"], report["summary"], report["throughput"]
     print(
         f"track_event: median {tr['median_ns']:.0f} ns per call (p90 {tr['p90_ns']:.0f}); "
@@ -365,17 +349,15 @@ def main() -> int:
         f"{t['batch_size_max']}); queue peak {t['queued_peak']:,}; RSS {t['rss_start_mb']:.0f}"
         f" -> peak {t['rss_peak_mb']:.0f} MB; {t['in_file']:,} in the server's file"
     )
-    print(f"\n{'target':<40}{'measured':>14}  {'target':<8} met")
-    for x in report["targets"]:
-        m = x["measured"]
-        shown = f"{m:,.0f}" if abs(m) >= 10_000 else f"{m:g}"
-        print(
-            f"{x['name']:<40}{shown:>12}{x['unit']:>2}  {x['target']:<8} "
-            f"{'yes' if x['met'] else 'NO'}"
-        )
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
-    return 0 if all(x["met"] for x in report["targets"]) else 1
+    print_targets(
+        report["targets"],
+        name_width=40,
+        value_width=12,
+        unit_width=2,
+        target_width=8,
+        group_from=10_000,
+    )
+    return finish(report, args.json)
 
 
 if __name__ == "__main__":

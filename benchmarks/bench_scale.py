@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,6 +21,17 @@ import time
 from array import array
 from pathlib import Path
 from typing import Any
+
+from _common import (
+    WrongResult,
+    at_most,
+    expect,
+    finish,
+    machine_info,
+    parse_args,
+    print_targets,
+    wrong_result,
+)
 
 import phaseflag
 from phaseflag import EvaluationContext, PhaseFlagClient, Ruleset, load_ruleset
@@ -42,15 +51,6 @@ TARGETS = {
 CHANGED = 5000  # index of the flag a poll changes
 PAID = EvaluationContext(user_id="user-1", attributes={"plan": "pro", "country": "US"})
 FREE = EvaluationContext(user_id="user-2", attributes={"plan": "free", "country": "US"})
-
-
-class WrongResult(AssertionError):
-    """The benchmark saw a wrong answer; its numbers would mean nothing."""
-
-
-def expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise WrongResult(message)
 
 
 def flag(i: int, generation: int = 0) -> dict[str, Any]:
@@ -88,15 +88,6 @@ def encode(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc).encode()
 
 
-def rss_bytes() -> int:
-    """Resident set size now (Linux /proc), in bytes."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
 # -- 1. build time, and memory in a fresh process ------------------------------------------
 
 
@@ -120,13 +111,14 @@ _MEMORY_CHILD = """
 import gc, json, sys
 sys.path.insert(0, sys.argv[2])
 import bench_scale as b
+from _common import rss_bytes
 raw = open(sys.argv[1], "rb").read()
 b.load_ruleset(b.encode(b.document(1)))  # the schema check's one-off set-up is not counted
 gc.collect()
-before = b.rss_bytes()
+before = rss_bytes()
 ruleset = b.load_ruleset(raw)
 gc.collect()
-after = b.rss_bytes()
+after = rss_bytes()
 assert len(ruleset) == int(sys.argv[3]), len(ruleset)
 print(json.dumps({"rss_before": before, "rss_after": after}))
 """
@@ -316,27 +308,19 @@ def run(n: int, builds: int) -> dict[str, Any]:
     poll = measure_poll_update(n)
     not_modified = measure_not_modified(n)
     reads = measure_reads_during_builds(n, builds)
+    loads = not_modified["loads_during_304s"] + not_modified["parses_during_304s"]
+    rows = [
+        ("build 10k flags from JSON bytes", build["median_s"], "s", "build_s"),
+        ("added RSS for 10k flags", memory["added_rss_mb"], "MB", "added_rss_mb"),
+        ("poll changing 1 of 10k flags", poll["median_s"], "s", "poll_update_s"),
+        ("304: ruleset loads", loads, "", "not_modified_loads"),
+        ("read p50 during builds / idle p50", reads["p50_ratio"], "x", "read_p50_ratio"),
+    ]
     targets = [
-        target("build 10k flags from JSON bytes", build["median_s"], "s", TARGETS["build_s"]),
-        target("added RSS for 10k flags", memory["added_rss_mb"], "MB", TARGETS["added_rss_mb"]),
-        target("poll changing 1 of 10k flags", poll["median_s"], "s", TARGETS["poll_update_s"]),
-        target(
-            "304: ruleset loads",
-            not_modified["loads_during_304s"] + not_modified["parses_during_304s"],
-            "",
-            TARGETS["not_modified_loads"],
-        ),
-        target(
-            "read p50 during builds / idle p50",
-            reads["p50_ratio"],
-            "x",
-            TARGETS["read_p50_ratio"],
-        ),
+        at_most(name, value, unit, TARGETS[key], digits=4) for name, value, unit, key in rows
     ]
     return {
-        "python": sys.version.split()[0],
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
+        **machine_info(),
         "flags": n,
         "ruleset_bytes": len(raw),
         "build": build,
@@ -348,27 +332,15 @@ def run(n: int, builds: int) -> dict[str, Any]:
     }
 
 
-def target(name: str, measured: float, unit: str, limit: float) -> dict[str, Any]:
-    return {
-        "name": name,
-        "measured": round(measured, 4),
-        "unit": unit,
-        "target": f"<= {limit:g}",
-        "met": measured <= limit,
-    }
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--flags", type=int, default=10_000)
     parser.add_argument("--builds", type=int, default=3, help="rulesets built during reads")
-    parser.add_argument("--json", default=str(Path(__file__).with_name("results_scale.json")))
-    args = parser.parse_args()
+    args = parse_args(parser, "results_scale.json")
     try:
         report = run(args.flags, args.builds)
     except WrongResult as exc:
-        print(f"WRONG RESULT: {exc}", file=sys.stderr)
-        return 2
+        return wrong_result(exc)
     m, b, p = report["memory"], report["build"], report["poll_update"]
     nm, r = report["not_modified"], report["reads_during_builds"]
     print(f"{args.flags:,} S2-shaped flags, {report['ruleset_bytes'] / 2**20:.1f} MB of JSON")
@@ -388,16 +360,8 @@ def main() -> int:
             f"    {label:<14}{s['reads']:>10,}{s['p50_ns']:>9.0f}{s['p99_ns']:>9.0f}"
             f"{s['p999_ns']:>11.0f}{s['max_ns'] / 1e6:>9.1f}"
         )
-    print()
-    print(f"{'target':<38}{'measured':>12}  {'target':<8} met")
-    for t in report["targets"]:
-        print(
-            f"{t['name']:<38}{t['measured']:>10g}{t['unit']:>2}  {t['target']:<8} "
-            f"{'yes' if t['met'] else 'NO'}"
-        )
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
-    return 0 if all(t["met"] for t in report["targets"]) else 1
+    print_targets(report["targets"], name_width=38, value_width=10, unit_width=2, target_width=8)
+    return finish(report, args.json)
 
 
 if __name__ == "__main__":

@@ -23,11 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import realistic_ruleset
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().with_name("results_server.json")
 API_KEY = "bench-key-0123456789"
 TARGET_RPS = 2000
 TARGET_STREAMS = 200
+RULESET_FLAGS = 40
 
 SERVER_CODE = """
 import sys, threading
@@ -40,43 +43,10 @@ server.stop()
 """
 
 
-def make_ruleset(version: int, flags: int = 40) -> dict[str, Any]:
-    """A realistic ruleset: boolean flags with a targeting rule and a rollout each."""
-    out = []
-    for i in range(flags):
-        out.append(
-            {
-                "key": f"flag-{i}",
-                "type": "boolean",
-                "variations": [{"key": "on", "value": True}, {"key": "off", "value": False}],
-                "off_variation": "off",
-                "targets": [{"variation": "on", "user_ids": [f"user-{i}", "qa-1"]}],
-                "rules": [
-                    {
-                        "id": f"rule-{i}",
-                        "conditions": [
-                            {"attribute": "plan", "operator": "in", "values": ["pro", "team"]}
-                        ],
-                        "serve": {
-                            "rollout": {
-                                "variations": [
-                                    {"variation": "on", "weight": 25},
-                                    {"variation": "off", "weight": 75},
-                                ]
-                            }
-                        },
-                    }
-                ],
-                "default": {"variation": "off"},
-            }
-        )
-    return {"schema_version": 1, "version": version, "flags": out}
-
-
 def write_ruleset(path: Path, version: int) -> None:
     """Replace the file atomically (as a deploy would)."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(make_ruleset(version)), "utf-8")
+    tmp.write_text(json.dumps(realistic_ruleset(RULESET_FLAGS, version)), "utf-8")
     os.replace(tmp, path)
 
 
@@ -228,7 +198,7 @@ def main() -> int:
         write_ruleset(path, 1)
         proc, port = start_server(path)
         try:
-            size = len(json.dumps(make_ruleset(1), separators=(",", ":")))
+            size = len(json.dumps(realistic_ruleset(RULESET_FLAGS), separators=(",", ":")))
             rps = [
                 measure_rps(port, mode, args.clients, args.seconds)
                 for mode in ("304", "200", "gzip")

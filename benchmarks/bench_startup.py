@@ -25,6 +25,7 @@ from _common import (
     expect,
     finish,
     machine_info,
+    parse_args,
     print_targets,
     realistic_ruleset,
     wrong_result,
@@ -146,10 +147,18 @@ def run(runs: int) -> dict[str, Any]:
     ready = measure_ready(max(3, runs // 2))
     targets = [
         at_most(
-            "import phaseflag (cold, -X importtime)", imp["median_ms"], "ms", TARGET_IMPORT_MS, 1
+            "import phaseflag (cold, -X importtime)",
+            imp["median_ms"],
+            "ms",
+            TARGET_IMPORT_MS,
+            digits=1,
         ),
         at_most(
-            "client ready on a 1,000-flag bootstrap file", ready["median_s"], "s", TARGET_READY_S, 3
+            "client ready on a 1,000-flag bootstrap file",
+            ready["median_s"],
+            "s",
+            TARGET_READY_S,
+            digits=3,
         ),
     ]
     return {
@@ -163,8 +172,7 @@ def run(runs: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=9)
-    parser.add_argument("--json", default=str(Path(__file__).with_name("results_startup.json")))
-    args = parser.parse_args()
+    args = parse_args(parser, "results_startup.json")
     try:
         report = run(args.runs)
     except WrongResult as exc:

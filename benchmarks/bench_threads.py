@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import bench_evaluation as scen
+from _common import (
+    WrongResult,
+    at_least,
+    expect,
+    finish,
+    machine_info,
+    parse_args,
+    print_targets,
+    target,
+    wrong_result,
+)
 
 from phaseflag import EvaluationContext, PhaseFlagClient, Ruleset, compile_ruleset, evaluate
 
@@ -28,10 +36,6 @@ THREADS = (1, 2, 8)
 SCALING_FLOOR = 0.8  # total reads/s with 8 threads >= 80% of 1 thread's
 SWITCH_INTERVAL = 20e-6  # seconds; CPython's default is 5 ms
 STALE = "stale"  # the child's off variation: served only when its prerequisite fails
-
-
-class WrongResult(AssertionError):
-    """The benchmark saw a wrong answer; its numbers would mean nothing."""
 
 
 # -- read throughput ------------------------------------------------------------------------
@@ -82,8 +86,7 @@ def _read_in_threads(n: int, work: list[Any], seconds: float) -> dict[str, Any]:
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - began
-    if sum(wrong):
-        raise WrongResult(f"{sum(wrong)} wrong reads with {n} threads")
+    expect(not sum(wrong), f"{sum(wrong)} wrong reads with {n} threads")
     return {"reads": sum(counts), "reads_per_s": sum(counts) / elapsed}
 
 
@@ -124,10 +127,14 @@ def check_detector() -> None:
     mixed = Ruleset(
         version=2, flags={"parent": v2.flags["parent"], "child": v1.flags["child"]}, segments={}
     )
-    if evaluate(mixed, "child").value != STALE:
-        raise WrongResult("the mixed-version detector does not detect a mixed read")
-    if evaluate(v1, "child").value != "v1" or evaluate(v2, "child").value != "v2":
-        raise WrongResult("the flag pair does not serve its own version")
+    expect(
+        evaluate(mixed, "child").value == STALE,
+        "the mixed-version detector does not detect a mixed read",
+    )
+    expect(
+        evaluate(v1, "child").value == "v1" and evaluate(v2, "child").value == "v2",
+        "the flag pair does not serve its own version",
+    )
 
 
 def measure_swaps(swaps: int, readers: int = 2) -> dict[str, Any]:
@@ -188,10 +195,13 @@ def measure_swaps(swaps: int, readers: int = 2) -> dict[str, Any]:
     finally:
         sys.setswitchinterval(interval)
     total = {k: sum(s[k] for s in stats) for k in ("reads", "errors", "mixed", "backwards")}
-    if any(s["last"] != swaps for s in stats):
-        raise WrongResult(f"a reader did not see the last version: {stats}")
-    if client.get_string_value("child", "ERROR", ctx) != f"v{swaps}":
-        raise WrongResult("the last ruleset is not being served")
+    expect(
+        all(s["last"] == swaps for s in stats), f"a reader did not see the last version: {stats}"
+    )
+    expect(
+        client.get_string_value("child", "ERROR", ctx) == f"v{swaps}",
+        "the last ruleset is not being served",
+    )
     return {
         "swaps": swaps,
         "readers": readers,
@@ -208,33 +218,14 @@ def run(seconds: float, swaps: int) -> dict[str, Any]:
     swap = measure_swaps(swaps)
     one = throughput["rows"][0]["reads_per_s"]
     eight = throughput["rows"][-1]["reads_per_s"]
+    errors, mixed = swap["errors"], swap["mixed"] + swap["backwards"]
     targets = [
-        {
-            "name": "8-thread reads/s vs 1 thread",
-            "measured": round(eight / one, 3),
-            "unit": "x",
-            "target": f">= {SCALING_FLOOR:g}",
-            "met": eight / one >= SCALING_FLOOR,
-        },
-        {
-            "name": f"{swaps} swaps under reads: errors",
-            "measured": swap["errors"],
-            "unit": "",
-            "target": "== 0",
-            "met": swap["errors"] == 0,
-        },
-        {
-            "name": f"{swaps} swaps under reads: mixed/backwards",
-            "measured": swap["mixed"] + swap["backwards"],
-            "unit": "",
-            "target": "== 0",
-            "met": swap["mixed"] + swap["backwards"] == 0,
-        },
+        at_least("8-thread reads/s vs 1 thread", eight / one, "x", SCALING_FLOOR, digits=3),
+        target(f"{swaps} swaps under reads: errors", errors, "", "== 0", errors == 0),
+        target(f"{swaps} swaps under reads: mixed/backwards", mixed, "", "== 0", mixed == 0),
     ]
     return {
-        "python": sys.version.split()[0],
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
+        **machine_info(),
         "throughput": throughput,
         "swaps": swap,
         "targets": targets,
@@ -245,13 +236,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=1.5, help="per thread count")
     parser.add_argument("--swaps", type=int, default=1000)
-    parser.add_argument("--json", default=str(Path(__file__).with_name("results_threads.json")))
-    args = parser.parse_args()
+    args = parse_args(parser, "results_threads.json")
     try:
         report = run(args.seconds, args.swaps)
     except WrongResult as exc:
-        print(f"WRONG RESULT: {exc}", file=sys.stderr)
-        return 2
+        return wrong_result(exc)
     print(f"{'threads':>8}{'reads':>12}{'reads/s':>14}   (S1-S4 mixed, every answer checked)")
     for row in report["throughput"]["rows"]:
         print(f"{row['threads']:>8}{row['reads']:>12,}{row['reads_per_s']:>14,.0f}")
@@ -262,15 +251,8 @@ def main() -> int:
         f"{s['mixed']} mixed-version, {s['backwards']} backwards; versions seen per "
         f"reader {s['versions_seen_per_reader']}"
     )
-    print(f"\n{'target':<40}{'measured':>10}  {'target':<7} met")
-    for t in report["targets"]:
-        print(
-            f"{t['name']:<40}{t['measured']:>9g}{t['unit']:>1}  {t['target']:<7} "
-            f"{'yes' if t['met'] else 'NO'}"
-        )
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
-    return 0 if all(t["met"] for t in report["targets"]) else 1
+    print_targets(report["targets"], name_width=40, value_width=9, unit_width=1, target_width=7)
+    return finish(report, args.json)
 
 
 if __name__ == "__main__":

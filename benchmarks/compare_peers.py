@@ -18,7 +18,6 @@ import gc
 import importlib.metadata
 import json
 import os
-import platform
 import socket
 import statistics
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_evaluation as scen
+from _common import finish, machine_info, parse_args, target
 
 from phaseflag import EvaluationContext, PhaseFlagClient
 
@@ -116,6 +116,16 @@ def _version(dist: str) -> str:
         return "?"
 
 
+def _getter_batches(get_bool: Callable[..., Any], get_str: Callable[..., Any]) -> dict[str, Batch]:
+    """S1-S3 through a ``(key, default, context)`` boolean getter, S4 through a string one."""
+    return {
+        "S1": lambda cs: [get_bool("s1", False, c) for c in cs],
+        "S2": lambda cs: [get_bool("s2", False, c) for c in cs],
+        "S3": lambda cs: [get_bool("s3", False, c) for c in cs],
+        "S4": lambda cs: [get_str("s4", "x", c) for c in cs],
+    }
+
+
 # -- phaseflag and the dict+if baseline ---------------------------------------------------
 
 
@@ -130,12 +140,7 @@ def make_phaseflag() -> Sdk:
     return Sdk(
         "phaseflag",
         native,
-        {
-            "S1": lambda cs: [get_bool("s1", False, c) for c in cs],
-            "S2": lambda cs: [get_bool("s2", False, c) for c in cs],
-            "S3": lambda cs: [get_bool("s3", False, c) for c in cs],
-            "S4": lambda cs: [get_str("s4", "x", c) for c in cs],
-        },
+        _getter_batches(get_bool, get_str),
         note=f"phaseflag-sdk {_version('phaseflag-sdk')}",
         close=client.stop,
     )
@@ -492,12 +497,7 @@ def make_flagd(port: int, workdir: str) -> Sdk:
     return Sdk(
         "flagd",
         native,
-        {
-            "S1": lambda cs: [get_bool("s1", False, c) for c in cs],
-            "S2": lambda cs: [get_bool("s2", False, c) for c in cs],
-            "S3": lambda cs: [get_bool("s3", False, c) for c in cs],
-            "S4": lambda cs: [get_str("s4", "x", c) for c in cs],
-        },
+        _getter_batches(get_bool, get_str),
         note=f"openfeature-provider-flagd {_version('openfeature-provider-flagd')}, "
         "in-process resolver on an offline flag file, through the OpenFeature client",
         close=api.shutdown,
@@ -759,19 +759,17 @@ def run(rounds: int) -> dict[str, Any]:
             "met": best_ratio is not None and best_ratio >= TARGET_RATIO,
         }
     targets = [
-        {
-            "name": f"peers {name}: fastest peer / phaseflag",
-            "measured": row["best_peer_ratio"],
-            "unit": f"x ({row['best_peer']})",
-            "target": f">= {TARGET_RATIO:g}",
-            "met": row["met"],
-        }
+        target(
+            f"peers {name}: fastest peer / phaseflag",
+            row["best_peer_ratio"],
+            f"x ({row['best_peer']})",
+            f">= {TARGET_RATIO:g}",
+            row["met"],
+        )
         for name, row in results.items()
     ]
     return {
-        "python": sys.version.split()[0],
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
+        **machine_info(),
         "rounds": rounds,
         "peers": status,
         "results": results,
@@ -800,8 +798,7 @@ def markdown(report: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--json", default=str(Path(__file__).with_name("results_peers.json")))
-    args = parser.parse_args()
+    args = parse_args(parser, "results_peers.json")
     report = run(args.rounds)
     print(markdown(report))
     print()
@@ -812,9 +809,7 @@ def main() -> int:
     print(f"scenario's fastest peer >= {TARGET_RATIO:g}x slower than phaseflag")
     for t in report["targets"]:
         print(f"  {t['name']:<38}{t['measured']}{t['unit']:<16} {'met' if t['met'] else 'MISSED'}")
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
-    return 0 if all(t["met"] for t in report["targets"]) else 1
+    return finish(report, args.json)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import machine_info, write_report
 
 HERE = Path(__file__).resolve().parent
 
@@ -133,9 +134,7 @@ def main() -> int:
         f"{load_after[0]:.1f} after ({os.cpu_count()} CPUs)"
     )
     summary = {
-        "python": sys.version.split()[0],
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
+        **machine_info(),
         "quick": args.quick,
         "seconds": round(time.perf_counter() - began, 1),
         "load_average_before": load_before,
@@ -145,8 +144,7 @@ def main() -> int:
         "failed": {e["script"]: e["error"] for e in entries if "error" in e},
         "reports": {e["script"]: e.get("report") for e in entries},
     }
-    Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_report(summary, args.json)
     if failed:
         return 2
     return 1 if missed else 0

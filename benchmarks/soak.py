@@ -18,13 +18,14 @@ import logging
 import os
 import platform
 import random
-import resource
 import statistics
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from _common import at_most, rss_mb, target
 
 from phaseflag import EvaluationContext, EvaluationEvent, PhaseFlagClient
 
@@ -199,18 +200,6 @@ def _handler(api: LoopbackAPI) -> type[BaseHTTPRequestHandler]:
 
 
 # -- measuring --------------------------------------------------------------------------------
-
-
-def rss_mb() -> float:
-    """Resident set size now, in MB (/proc on Linux; peak RSS elsewhere)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def open_fds() -> int:
@@ -412,51 +401,38 @@ def _report(
     }
     thread_growth = max(s["threads"] for s in steady[-3:]) - start["threads"]
     fd_growth = max(s["fds"] for s in steady[-3:]) - start["fds"]
+    threads_left = after["threads"] - baseline["threads"]
+    fds_left = after["fds"] - baseline["fds"]
     targets = [
-        _target(
+        target(
             f"RSS growth after {warmup} s warm-up",
             rss_growth,
             "MB",
             f"< {RSS_GROWTH_LIMIT_MB:g}",
             rss_growth < RSS_GROWTH_LIMIT_MB,
+            digits=2,
         ),
-        _target(
-            "thread growth in steady state",
-            thread_growth,
-            "threads",
-            f"<= {LEAK_SLACK}",
-            thread_growth <= LEAK_SLACK,
-        ),
-        _target(
-            "fd growth in steady state",
-            fd_growth,
-            "fds",
-            f"<= {LEAK_SLACK}",
-            fd_growth <= LEAK_SLACK,
-        ),
-        _target(
+        at_most("thread growth in steady state", thread_growth, "threads", LEAK_SLACK, digits=2),
+        at_most("fd growth in steady state", fd_growth, "fds", LEAK_SLACK, digits=2),
+        target(
             "SDK threads while running",
             max(s["sdk_threads"] for s in samples),
             "threads",
             "== 2",
             all(s["sdk_threads"] == 2 for s in samples),
+            digits=2,
         ),
-        _target(
-            "threads after stop vs before start",
-            after["threads"] - baseline["threads"],
-            "threads",
-            "<= 0",
-            after["threads"] <= baseline["threads"],
+        at_most("threads after stop vs before start", threads_left, "threads", 0, digits=2),
+        at_most("fds after stop vs before start", fds_left, "fds", 0, digits=2),
+        target(
+            "errors",
+            sum(problems.values()),
+            "count",
+            "== 0",
+            not any(problems.values()),
+            digits=2,
         ),
-        _target(
-            "fds after stop vs before start",
-            after["fds"] - baseline["fds"],
-            "fds",
-            "<= 0",
-            after["fds"] <= baseline["fds"],
-        ),
-        _target("errors", sum(problems.values()), "count", "== 0", not any(problems.values())),
-        _target("wrong reads", len(wrong), "count", "== 0", not wrong),
+        target("wrong reads", len(wrong), "count", "== 0", not wrong, digits=2),
     ]
     return {
         "benchmark": "soak",
@@ -498,16 +474,6 @@ def _report(
         },
         "targets": targets,
         "samples": samples,
-    }
-
-
-def _target(name: str, measured: float, unit: str, target: str, met: bool) -> dict[str, Any]:
-    return {
-        "name": name,
-        "measured": round(measured, 2),
-        "unit": unit,
-        "target": target,
-        "met": bool(met),
     }
 
 
