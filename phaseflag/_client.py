@@ -508,7 +508,7 @@ class PhaseFlagClient:
         self, flag_key: str, default: bool, context: EvaluationContext | None = None
     ) -> bool:
         """The flag's boolean value for ``context``; ``default`` if missing, mistyped or failing."""
-        try:  # inlined _read(): one call fewer on the hot path
+        try:  # _read(), inlined in the two hottest getters: one call fewer per read
             result: EvaluationResult | None = self._resolve(flag_key, context)
         except Exception as exc:
             result = self._read_failed(flag_key, exc)
@@ -520,7 +520,7 @@ class PhaseFlagClient:
         self, flag_key: str, default: str, context: EvaluationContext | None = None
     ) -> str:
         """The flag's string value for ``context``, or ``default``."""
-        try:  # inlined _read(): one call fewer on the hot path
+        try:  # _read(), inlined in the two hottest getters: one call fewer per read
             result: EvaluationResult | None = self._resolve(flag_key, context)
         except Exception as exc:
             result = self._read_failed(flag_key, exc)
@@ -532,10 +532,7 @@ class PhaseFlagClient:
         self, flag_key: str, default: int, context: EvaluationContext | None = None
     ) -> int:
         """The flag's value as an int (a whole float counts), or ``default``; bools never count."""
-        try:  # inlined _read(): one call fewer on the hot path
-            result: EvaluationResult | None = self._resolve(flag_key, context)
-        except Exception as exc:
-            result = self._read_failed(flag_key, exc)
+        result = self._read(flag_key, context)
         if result is not None:
             value = result.value
             if type(value) is int:
@@ -548,10 +545,7 @@ class PhaseFlagClient:
         self, flag_key: str, default: float, context: EvaluationContext | None = None
     ) -> float:
         """The flag's numeric value as a float (an int counts), or ``default``; never a bool."""
-        try:  # inlined _read(): one call fewer on the hot path
-            result: EvaluationResult | None = self._resolve(flag_key, context)
-        except Exception as exc:
-            result = self._read_failed(flag_key, exc)
+        result = self._read(flag_key, context)
         if result is not None and type(result.value) in (float, int):
             return float(result.value)
         return self._fallback_value(flag_key, default, context, result, "number", _is_number, float)
@@ -571,10 +565,7 @@ class PhaseFlagClient:
         self, flag_key: str, default: Any, context: EvaluationContext | None = None
     ) -> Any:
         """The flag's JSON object/array value (a private copy), or ``default``."""
-        try:  # inlined _read(): one call fewer on the hot path
-            result: EvaluationResult | None = self._resolve(flag_key, context)
-        except Exception as exc:
-            result = self._read_failed(flag_key, exc)
+        result = self._read(flag_key, context)
         if result is not None and isinstance(result.value, (dict, list)):
             return copy_json(result.value)
         return self._fallback_value(flag_key, default, context, result, "json", _is_json)
