@@ -8,27 +8,34 @@ the pure evaluator. Everything that touches the network runs in the client's
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
-import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, overload
 
-from ._cache import Cache, FileCache, MemoryCache, cache_key
+from ._cache import Cache, cache_key
 from ._compile import compile_ruleset, load_ruleset
-from ._config import Settings, env_json_object, redact, resolve
+from ._config import (
+    Settings,
+    check_types,
+    context_from_env,
+    default_cache,
+    env_json_object,
+    fspath,
+    redact,
+    resolve,
+)
 from ._errors import ConfigError, InvalidContextError, PhaseFlagError, RulesetError, TransportError
 from ._evaluation import evaluate_flag, not_found, short
 from ._events import EventProcessor, EventStats
 from ._listeners import Listeners
 from ._model import EMPTY_RULESET, Ruleset
+from ._process import enable_debug_logging, register, unregister
 from ._schema import MAX_DOCUMENT_BYTES, parse_document
 from ._sync import Poller
 from .types import (
@@ -152,7 +159,7 @@ class PhaseFlagClient:
                 "polling_interval": polling_interval,
                 "event_flush_interval": event_flush_interval,
                 "event_batch_size": event_batch_size,
-                "bootstrap_file": _fspath("bootstrap_file", bootstrap_file),
+                "bootstrap_file": fspath("bootstrap_file", bootstrap_file),
                 "bootstrap_url": bootstrap_url,
                 "offline_mode": offline_mode,
                 "max_event_queue_size": max_event_queue_size,
@@ -177,8 +184,8 @@ class PhaseFlagClient:
             ):
                 raise ConfigError("PHASEFLAG_HEADERS", "names and values must be strings")
         if default_context is None:
-            default_context = _context_from_env()
-        _check_types(headers=headers, proxies=proxies, logger=logger, cache=cache, session=session)
+            default_context = context_from_env()
+        check_types(headers=headers, proxies=proxies, logger=logger, cache=cache, session=session)
         if self._settings.bootstrap_url and not self._settings.base_url:
             raise ConfigError(
                 "bootstrap_url",
@@ -187,7 +194,7 @@ class PhaseFlagClient:
             )
         self._log = logger or _log
         if self._settings.debug:
-            _enable_debug_logging()
+            enable_debug_logging()
         self._headers = dict(headers or {})
         self._headers_factory = headers_factory
         self._proxies = dict(proxies) if proxies else None
@@ -195,7 +202,7 @@ class PhaseFlagClient:
         self._default_context = default_context
         self._default_values = default_context._values if default_context else _NO_VALUES
         self._fallback = fallback
-        self._cache: Cache = cache if cache is not None else _default_cache(self._settings)
+        self._cache: Cache = cache if cache is not None else default_cache(self._settings)
         self._cache_key = cache_key(self._settings.base_url, self._settings.api_key)
 
         self._state = _State.NEW
@@ -312,7 +319,7 @@ class PhaseFlagClient:
                 self._transport = self._make_transport()
                 self._sync = None
             self._state = _State.RUNNING
-            _register(self)
+            register(self)
             self._load_cache()
             if self._transport is None:
                 self._mark_ready()
@@ -356,7 +363,7 @@ class PhaseFlagClient:
             self._cache.close()
         except Exception as exc:
             self._warn_once("cache:close", "phaseflag: closing the ruleset cache failed: %s", exc)
-        _unregister(self)
+        unregister(self)
 
     close = stop
 
@@ -994,119 +1001,6 @@ def _diff(old: Ruleset, new: Ruleset) -> tuple[FlagChange, ...]:
     return tuple(changes)
 
 
-def _context_from_env() -> EvaluationContext | None:
-    """``PHASEFLAG_DEFAULT_CONTEXT``: ``{"user_id", "session_id", "attributes": {...}}``."""
-    data = env_json_object("default_context")
-    if data is None:
-        return None
-    unknown = set(data) - {"user_id", "session_id", "attributes"}
-    if unknown or not isinstance(data.get("attributes", {}), dict):
-        raise ConfigError(
-            "PHASEFLAG_DEFAULT_CONTEXT",
-            f"unexpected fields {sorted(unknown)}" if unknown else "attributes must be an object",
-            'use {"user_id": ..., "session_id": ..., "attributes": {...}}',
-        )
-    try:
-        return EvaluationContext(
-            data.get("user_id"), data.get("session_id"), data.get("attributes")
-        )
-    except InvalidContextError as exc:
-        raise ConfigError("PHASEFLAG_DEFAULT_CONTEXT", str(exc)) from None
-
-
-def _fspath(option: str, value: object) -> str | None:
-    if value is None:
-        return None
-    try:
-        return os.fspath(value)  # type: ignore[call-overload, no-any-return]
-    except TypeError:
-        raise ConfigError(option, f"expected a path, got {type(value).__name__}") from None
-
-
-_OPTION_TYPES: Final[Mapping[str, tuple[tuple[type, ...], str]]] = {
-    "headers": ((Mapping,), "a mapping of header names to values"),
-    "proxies": ((Mapping,), "a mapping like {'https': 'http://proxy:3128'}"),
-    "logger": ((logging.Logger, logging.LoggerAdapter), "a logging.Logger"),
-    "cache": ((Cache,), "a phaseflag.Cache (e.g. MemoryCache() or FileCache(dir))"),
-}
-
-
-def _check_types(**options: object) -> None:
-    """Reject objects of the wrong type at construction, not later inside a thread or a read."""
-    session = options.pop("session", None)
-    if session is not None:
-        import requests  # only when a session is passed (requests is then loaded anyway)
-
-        if not isinstance(session, requests.Session):
-            raise ConfigError(
-                "session", f"must be a requests.Session, got {type(session).__name__}"
-            )
-    for option, value in options.items():
-        types, wanted = _OPTION_TYPES[option]
-        if value is not None and not isinstance(value, types):
-            raise ConfigError(option, f"must be {wanted}, got {type(value).__name__}")
-
-
 def _read_file(path: Path) -> Any:
     raw = path.read_bytes()
     return parse_document(raw)
-
-
-def _default_cache(settings: Settings) -> Cache:
-    if settings.cache_dir:
-        return FileCache(settings.cache_dir)
-    return MemoryCache()
-
-
-_debug_handler: logging.Handler | None = None
-
-
-def _enable_debug_logging() -> None:
-    global _debug_handler  # noqa: PLW0603 - one process-wide stderr handler
-    if _debug_handler is None:
-        _debug_handler = logging.StreamHandler(sys.stderr)
-        _debug_handler.setFormatter(
-            logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
-        )
-        _log.addHandler(_debug_handler)
-    _log.setLevel(logging.DEBUG)
-
-
-# Live clients, held weakly: atexit stops them, fork restarts them in the child.
-_live: weakref.WeakSet[PhaseFlagClient] = weakref.WeakSet()
-_hooks_installed = False
-_hooks_lock = threading.Lock()
-
-
-def _register(client: PhaseFlagClient) -> None:
-    global _hooks_installed  # noqa: PLW0603 - atexit/fork hooks are process-wide, installed once
-    with _hooks_lock:
-        _live.add(client)
-        if not _hooks_installed:
-            _hooks_installed = True
-            atexit.register(_stop_all)
-            if hasattr(os, "register_at_fork"):
-                os.register_at_fork(after_in_child=_restart_all_in_child)
-
-
-def _unregister(client: PhaseFlagClient) -> None:
-    with _hooks_lock:
-        _live.discard(client)
-
-
-def _stop_all() -> None:
-    for client in list(_live):
-        try:
-            client.stop()
-        except Exception:  # interpreter exit: never raise
-            _log.debug("phaseflag: stop at exit failed", exc_info=True)
-
-
-def _restart_all_in_child() -> None:
-    global _hooks_lock  # noqa: PLW0603 - the parent's lock may be held: replace it in the child
-    _hooks_lock = threading.Lock()
-    for client in list(_live):
-        try:
-            client._after_fork_in_child()
-        except Exception:
-            _log.exception("phaseflag: could not restart a client after fork")

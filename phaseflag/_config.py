@@ -7,6 +7,7 @@ A malformed value raises ConfigError naming the option and how to fix it.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -14,9 +15,20 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from ._errors import ConfigError
+from ._cache import Cache, FileCache, MemoryCache
+from ._errors import ConfigError, InvalidContextError
+from .types import EvaluationContext
 
-__all__ = ["ENV_PREFIX", "Settings", "env_json_object", "resolve"]
+__all__ = [
+    "ENV_PREFIX",
+    "Settings",
+    "check_types",
+    "context_from_env",
+    "default_cache",
+    "env_json_object",
+    "fspath",
+    "resolve",
+]
 
 ENV_PREFIX: Final = "PHASEFLAG_"
 
@@ -209,3 +221,62 @@ def env_json_object(option: str, environ: Mapping[str, str] | None = None) -> di
     if not isinstance(value, dict):
         raise ConfigError(name, "is not a JSON object", f'e.g. {name}=\'{{"key": "value"}}\'')
     return value
+
+
+def context_from_env() -> EvaluationContext | None:
+    """``PHASEFLAG_DEFAULT_CONTEXT``: ``{"user_id", "session_id", "attributes": {...}}``."""
+    data = env_json_object("default_context")
+    if data is None:
+        return None
+    unknown = set(data) - {"user_id", "session_id", "attributes"}
+    if unknown or not isinstance(data.get("attributes", {}), dict):
+        raise ConfigError(
+            "PHASEFLAG_DEFAULT_CONTEXT",
+            f"unexpected fields {sorted(unknown)}" if unknown else "attributes must be an object",
+            'use {"user_id": ..., "session_id": ..., "attributes": {...}}',
+        )
+    try:
+        return EvaluationContext(
+            data.get("user_id"), data.get("session_id"), data.get("attributes")
+        )
+    except InvalidContextError as exc:
+        raise ConfigError("PHASEFLAG_DEFAULT_CONTEXT", str(exc)) from None
+
+
+def fspath(option: str, value: object) -> str | None:
+    if value is None:
+        return None
+    try:
+        return os.fspath(value)  # type: ignore[call-overload, no-any-return]
+    except TypeError:
+        raise ConfigError(option, f"expected a path, got {type(value).__name__}") from None
+
+
+_OPTION_TYPES: Final[Mapping[str, tuple[tuple[type, ...], str]]] = {
+    "headers": ((Mapping,), "a mapping of header names to values"),
+    "proxies": ((Mapping,), "a mapping like {'https': 'http://proxy:3128'}"),
+    "logger": ((logging.Logger, logging.LoggerAdapter), "a logging.Logger"),
+    "cache": ((Cache,), "a phaseflag.Cache (e.g. MemoryCache() or FileCache(dir))"),
+}
+
+
+def check_types(**options: object) -> None:
+    """Reject objects of the wrong type at construction, not later inside a thread or a read."""
+    session = options.pop("session", None)
+    if session is not None:
+        import requests  # only when a session is passed (requests is then loaded anyway)
+
+        if not isinstance(session, requests.Session):
+            raise ConfigError(
+                "session", f"must be a requests.Session, got {type(session).__name__}"
+            )
+    for option, value in options.items():
+        types, wanted = _OPTION_TYPES[option]
+        if value is not None and not isinstance(value, types):
+            raise ConfigError(option, f"must be {wanted}, got {type(value).__name__}")
+
+
+def default_cache(settings: Settings) -> Cache:
+    if settings.cache_dir:
+        return FileCache(settings.cache_dir)
+    return MemoryCache()
