@@ -36,7 +36,7 @@ from ._events import EventProcessor, EventStats
 from ._listeners import Listeners
 from ._model import EMPTY_RULESET, Ruleset
 from ._process import enable_debug_logging, register, unregister
-from ._schema import MAX_DOCUMENT_BYTES, parse_document
+from ._schema import MAX_DOCUMENT_BYTES
 from ._sync import Poller
 from .types import (
     ChangeEvent,
@@ -224,10 +224,10 @@ class PhaseFlagClient:
         self._sync: Poller | Any | None = None
 
         if bootstrap is not None:
-            self._load_bootstrap("bootstrap", lambda: bootstrap)
+            self._load_bootstrap("bootstrap", lambda: compile_ruleset(bootstrap))
         if self._settings.bootstrap_file:
             path = Path(self._settings.bootstrap_file)
-            self._load_bootstrap("bootstrap_file", lambda: _read_file(path))
+            self._load_bootstrap("bootstrap_file", lambda: load_ruleset(path.read_bytes()))
 
     # -- construction helpers ---------------------------------------------------------------
 
@@ -281,10 +281,9 @@ class PhaseFlagClient:
             raise TransportError("HTTP disabled (base_url='')")
         transport.post_events(payload)
 
-    def _load_bootstrap(self, option: str, read: Callable[[], Any]) -> None:
+    def _load_bootstrap(self, option: str, build: Callable[[], Ruleset]) -> None:
         try:
-            document = read()
-            ruleset = compile_ruleset(document)
+            ruleset = build()
         except RulesetError as exc:
             raise ConfigError(
                 option, f"is not a valid ruleset: {exc}", "run `phaseflag validate`"
@@ -300,7 +299,7 @@ class PhaseFlagClient:
         if not url or self._transport is None:
             return
         try:
-            ruleset = compile_ruleset(parse_document(self._transport.fetch_url(url)))
+            ruleset = load_ruleset(self._transport.fetch_url(url))
         except PhaseFlagError as exc:
             self._log.warning("phaseflag: bootstrap_url could not be loaded: %s", exc)
             self._listeners.emit("error", exc)
@@ -999,8 +998,3 @@ def _diff(old: Ruleset, new: Ruleset) -> tuple[FlagChange, ...]:
         if key not in new.flags:
             changes.append(FlagChange(key, flag.version, None, removed=True))
     return tuple(changes)
-
-
-def _read_file(path: Path) -> Any:
-    raw = path.read_bytes()
-    return parse_document(raw)

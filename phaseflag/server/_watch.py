@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from .._compile import compile_ruleset
+from .._compile import load_ruleset
 from .._errors import ConfigError, RulesetError
 from .._loop import Loop
 from .._model import Ruleset
-from .._schema import MAX_DOCUMENT_BYTES, parse_document
+from .._schema import MAX_DOCUMENT_BYTES
 
 __all__ = ["RulesetWatcher", "Snapshot", "build_snapshot"]
 
@@ -127,7 +127,7 @@ class RulesetWatcher:
             raw = self._read()
             if raw is None:
                 raise ConfigError("ruleset_path", f"cannot read {self.path!r}")
-            snapshot = build_snapshot(compile_ruleset(parse_document(raw)))
+            snapshot = build_snapshot(load_ruleset(raw))
             self._snapshot = snapshot
             self._remember(stat)
             self._good_digest = hashlib.sha256(raw).digest()
@@ -171,7 +171,7 @@ class RulesetWatcher:
                 return False
             current = self.snapshot
             try:
-                ruleset = compile_ruleset(parse_document(raw), previous=current.ruleset)
+                ruleset = load_ruleset(raw, previous=current.ruleset)
             except RulesetError as exc:
                 self._bad_digest = digest
                 self._refuse(str(exc))
