@@ -556,8 +556,6 @@ class PhaseFlagClient:
             return float(result.value)
         return self._fallback_value(flag_key, default, context, result, "number", _is_number, float)
 
-    get_number_value = get_float_value
-
     @overload
     def get_json_value(
         self, flag_key: str, default: J, context: EvaluationContext | None = None

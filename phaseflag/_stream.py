@@ -10,7 +10,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -184,8 +184,7 @@ class Streamer:
                     self._connected()
                 self._handle(event)
         finally:
-            if isinstance(events, Generator):
-                events.close()  # releases the response at once, not at garbage collection
+            events.close()  # releases the response at once, not at garbage collection
 
     def _handle(self, event: SSEEvent) -> None:
         if event.event == "ruleset":
