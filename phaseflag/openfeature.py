@@ -10,13 +10,18 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from openfeature.evaluation_context import EvaluationContext as OpenFeatureContext
-from openfeature.event import ProviderEventDetails
-from openfeature.exception import ErrorCode as OFErrorCode
-from openfeature.exception import ProviderFatalError, ProviderNotReadyError
-from openfeature.flag_evaluation import FlagMetadata, FlagResolutionDetails, FlagValueType
-from openfeature.flag_evaluation import Reason as OFReason
-from openfeature.provider import AbstractProvider, Metadata
+try:
+    from openfeature.evaluation_context import EvaluationContext as OpenFeatureContext
+    from openfeature.event import ProviderEventDetails
+    from openfeature.exception import ErrorCode as OFErrorCode
+    from openfeature.exception import ProviderFatalError, ProviderNotReadyError
+    from openfeature.flag_evaluation import FlagMetadata, FlagResolutionDetails, FlagValueType
+    from openfeature.flag_evaluation import Reason as OFReason
+    from openfeature.provider import AbstractProvider, Metadata
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "phaseflag.openfeature needs the OpenFeature SDK: pip install 'phaseflag-sdk[openfeature]'"
+    ) from exc
 
 from ._client import PhaseFlagClient
 from ._errors import AuthenticationError, ConfigError, InvalidContextError

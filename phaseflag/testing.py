@@ -5,11 +5,13 @@ The pytest fixture and marker built on these live in ``phaseflag.pytest_plugin``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from ._client import PhaseFlagClient
-from ._errors import ConfigError
+from ._compile import compile_ruleset
+from ._errors import ConfigError, RulesetError
 
 __all__ = ["condition", "create_mock_client", "flag", "rule", "ruleset"]
 
@@ -51,13 +53,45 @@ def create_mock_client(
     else:
         options["bootstrap"] = {"flags": dict(flags or {}), "configs": dict(configs or {})}
     options.setdefault("api_key", "")
+    served = None if flags is None and configs is None else {**(flags or {}), **(configs or {})}
+    keys = None if served is None else list(served)  # the order expand_shorthand numbers them
+    if served is not None and keys is not None:
+        nones = [key for key, value in served.items() if value is None]
+        if strict and nones:
+            raise ConfigError(
+                "flags",
+                f"flag {nones[0]!r} has the value None, which a flag cannot serve",
+                "give it a value, leave it out, or pass strict=False",
+            )
+        try:
+            compile_ruleset(options["bootstrap"])
+        except RulesetError as exc:
+            details = "; ".join(_by_key(f"{path}: {message}", keys) for path, message in exc.errors)
+            raise ConfigError("flags", f"cannot be served: {details or exc}") from None
     client = PhaseFlagClient(base_url="", **options)
     problems = client.ruleset.problems
     if strict and problems:
-        details = "; ".join(f"{path}: {message}" for path, message in problems)
+        details = "; ".join(
+            message if keys is None else _by_key(f"{path}: {message}", keys)
+            for path, message in problems
+        )
         raise ConfigError("flags", f"cannot all be served: {details}", "or pass strict=False")
     client.start()
     return client
+
+
+_FLAG_PATH: Final = re.compile(r"\bflags\[(\d+)\][\w.\[\]]*")
+
+
+def _by_key(text: str, keys: list[str]) -> str:
+    """``flags[3].variations[0].value: ...`` -> ``flag 'theme': ...`` for shorthand flags, whose
+    document the caller never saw."""
+
+    def name(match: re.Match[str]) -> str:
+        index = int(match.group(1))
+        return f"flag {keys[index]!r}" if index < len(keys) else match.group(0)
+
+    return _FLAG_PATH.sub(name, text)
 
 
 def ruleset(

@@ -469,3 +469,64 @@ class TestTrack:
         assert (event["flag_key"], event["user_id"], event["metadata"], event["value"]) == (
             "purchase", "user-7", {"plan": "pro"}, 9.5,
         )  # fmt: skip
+
+
+class TestReadmeAndPackaging:
+    """What a newcomer copies from the README works, and a missing extra says how to fix it."""
+
+    def test_readme_snippet_reads_flags_once_it_returns(self, http: responses.RequestsMock) -> None:
+        """The README's OpenFeature block, run as written against a mocked API, serves the
+        flag (not PROVIDER_NOT_READY) on the first read after set_provider_and_wait."""
+        import re
+        from pathlib import Path
+
+        readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+        section = readme.split("### OpenFeature", 1)[1]
+        match = re.search(r"```python\n(.*?)```", section, re.S)
+        assert match is not None
+        code = match.group(1)
+        assert "set_provider_and_wait(" in code
+        readme_api = "https://api.phaseflag.com/api/v1"
+        doc = ruleset(
+            flag(
+                "new-checkout-flow",
+                variations={"on": True, "off": False},
+                default="off",
+                rules=[rule(condition("plan", "in", "pro"), serve="on", id="pro")],
+            )
+        )
+        http.add(responses.GET, f"{readme_api}/sdk/ruleset", json=doc)
+        http.add(responses.POST, f"{readme_api}/sdk/events", json={})
+        namespace: dict[str, Any] = {}
+        exec(compile(code, "README.md", "exec"), namespace)
+        details = namespace["details"]
+        assert details.error_code is None
+        assert details.value is True
+        assert details.reason == Reason.TARGETING_MATCH
+
+    def test_import_without_the_extra_names_the_install_command(self) -> None:
+        """With openfeature-sdk absent the ImportError tells the user what to install."""
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        root = str(Path(__file__).resolve().parents[1])
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+        }
+        code = (
+            "import sys; sys.modules['openfeature'] = None\n"
+            "try:\n    import phaseflag.openfeature\n"
+            "except ImportError as exc:\n    print(exc)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env=env,
+        ).stdout
+        assert "pip install 'phaseflag-sdk[openfeature]'" in out

@@ -131,13 +131,24 @@ class TestMockClient:
 
     def test_rejects_unservable_values(self) -> None:
         """A flag that would be INVALID_FLAG raises ConfigError naming it, unless not strict."""
-        with pytest.raises(ConfigError, match=r"flags\[0\]"):
+        with pytest.raises(ConfigError, match="flag 'a' has the value None"):
             create_mock_client({"a": None})
         with pytest.raises(ConfigError, match="no_such_operator"):
             create_mock_client(bootstrap=ruleset(BROKEN))
         lenient = create_mock_client(bootstrap=ruleset(BROKEN), strict=False)
         assert lenient.get_boolean_details("broken", True).error_code == "INVALID_FLAG"
         lenient.stop()
+
+    def test_errors_name_the_flag_key_not_a_document_path(self) -> None:
+        """Shorthand flags were never a document to the caller: errors name the key."""
+        with pytest.raises(ConfigError) as caught:
+            create_mock_client({"ok": True, "theme": object()})
+        assert "flag 'theme'" in str(caught.value)
+        assert "flags[" not in str(caught.value)
+        with pytest.raises(ConfigError) as caught:
+            create_mock_client({"ok": True}, configs={"limits": None})
+        assert "flag 'limits'" in str(caught.value)
+        assert "flags[" not in str(caught.value)
 
     def test_full_ruleset_enables_targeting(self) -> None:
         """A ruleset from the builders makes rules, targets and rollouts testable."""
