@@ -5,8 +5,9 @@
     ├── InvalidContextError (TypeError)     an EvaluationContext attribute has an unsupported type
     ├── RulesetError (ValueError)           a ruleset failed parsing, the schema or a size limit
     │   └── RulesetTooLargeError            it exceeded a download/size/depth limit
-    └── TransportError                      an HTTP exchange with the PhaseFlag API failed
-        └── AuthenticationError             the API answered 401/403: the SDK key is wrong
+    ├── TransportError                      an HTTP exchange with the PhaseFlag API failed
+    │   └── AuthenticationError             the API answered 401/403: the SDK key is wrong
+    └── SharedCacheError                    the shared cache (Redis) failed or refused us
 
 Getters never raise any of these: they return the caller's default instead.
 """
@@ -22,6 +23,7 @@ __all__ = [
     "PhaseFlagError",
     "RulesetError",
     "RulesetTooLargeError",
+    "SharedCacheError",
     "TransportError",
 ]
 
@@ -84,3 +86,15 @@ class TransportError(PhaseFlagError):
 
 class AuthenticationError(TransportError):
     """The API rejected the SDK key (401/403); check ``api_key`` for this environment."""
+
+
+class SharedCacheError(PhaseFlagError):
+    """The shared cache (Redis) failed; ``option`` names the setting to fix, if one is wrong.
+
+    The held ruleset stays in use; ``option`` is set for refused credentials or a failed TLS
+    handshake (a configuration problem, logged once), None when Redis is merely unreachable.
+    """
+
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        self.option = option
+        super().__init__(message)
