@@ -178,7 +178,7 @@ def measure_not_modified(n: int, polls: int = 2000) -> dict[str, Any]:
     client = PhaseFlagClient(base_url="", api_key="")
     calls = {"apply": 0, "parse": 0}
     # The compiler splits JSON text with split_document (parse_document only as a fallback).
-    apply, parse = client.apply_document, phaseflag._compile.split_document
+    apply, parse = client._store.apply_document, phaseflag._compile.split_document
 
     def counting_apply(body: bytes, source: str) -> None:
         calls["apply"] += 1
@@ -196,7 +196,7 @@ def measure_not_modified(n: int, polls: int = 2000) -> dict[str, Any]:
             return FetchResult(not_modified=True, body=None, etag='"v1"')
         return FetchResult(not_modified=False, body=raw, etag='"v1"')
 
-    client.apply_document = counting_apply  # type: ignore[method-assign]
+    client._store.apply_document = counting_apply  # type: ignore[method-assign]
     phaseflag._compile.split_document = counting_parse  # type: ignore[assignment]
     try:
         poller = Poller(fetch, client, 30.0)
@@ -274,7 +274,7 @@ def measure_reads_during_builds(n: int, builds: int) -> dict[str, Any]:
     def build_all() -> float:
         start = time.perf_counter()
         for raw in raws:
-            client.apply_document(raw, "live")
+            client._store.apply_document(raw, "live")
         return time.perf_counter() - start
 
     idle_seconds = 1.5

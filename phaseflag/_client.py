@@ -31,21 +31,22 @@ from ._config import (
     resolve,
 )
 from ._errors import ConfigError, InvalidContextError, PhaseFlagError, RulesetError, TransportError
-from ._evaluation import evaluate_flag, not_found, short
+from ._evaluation import evaluate_flag, not_found
 from ._events import EventProcessor, EventStats
 from ._listeners import Listeners
 from ._model import EMPTY_RULESET, Ruleset
+from ._oncelog import OnceLog
 from ._process import enable_debug_logging, register, unregister
+from ._reads import BOOLEAN, INTEGER, JSON, NUMBER, STRING, Kind, Misses, copy_json, private
 from ._schema import MAX_DOCUMENT_BYTES
+from ._store import RulesetStore
 from ._sync import Poller
 from .types import (
-    ChangeEvent,
     ClientStatus,
     ErrorCode,
     EvaluationContext,
     EvaluationEvent,
     EvaluationResult,
-    FlagChange,
     JSONValue,
     Reason,
 )
@@ -60,9 +61,7 @@ __all__ = ["PhaseFlagClient"]
 _log = logging.getLogger("phaseflag")
 _NO_VALUES: Final[Mapping[str, Any]] = {}
 _STOP_TIMEOUT: Final = 1.0
-_WARN_ONCE_LIMIT: Final = 1024
 
-T = TypeVar("T")
 J = TypeVar("J", dict[str, Any], list[Any])
 Fallback = Callable[[str, "EvaluationContext | None"], Any]
 
@@ -193,6 +192,7 @@ class PhaseFlagClient:
                 "use bootstrap_file or bootstrap= instead, or set base_url",
             )
         self._log = logger or _log
+        self._warn_once = OnceLog(self._log)
         if self._settings.debug:
             enable_debug_logging()
         self._headers = dict(headers or {})
@@ -201,22 +201,20 @@ class PhaseFlagClient:
         self._session = session
         self._default_context = default_context
         self._default_values = default_context._values if default_context else _NO_VALUES
-        self._fallback = fallback
+        self._misses = Misses(self._warn_once, fallback)
         self._cache: Cache = cache if cache is not None else default_cache(self._settings)
-        self._cache_key = cache_key(self._settings.base_url, self._settings.api_key)
 
         self._state = _State.NEW
-        self._ruleset: Ruleset = EMPTY_RULESET
-        self._ruleset_source: str | None = None
-        self._confirmed_at: float | None = None
         self._overrides: dict[str, EvaluationResult] = {}
-        self._warned: set[str] = set()
         self._listeners = Listeners()
-        self._ready = threading.Event()
-        self._last_sync: float | None = None
-        self._failures = 0
-        self._last_error: str | None = None
-        self._stale = False
+        self._store = RulesetStore(
+            cache=self._cache,
+            cache_key=cache_key(self._settings.base_url, self._settings.api_key),
+            listeners=self._listeners,
+            warn=self._warn_once,
+            offline_mode=self._settings.offline_mode,
+            max_staleness=self._settings.max_staleness,
+        )
         self._events_dropped_offline = 0
         self._make_locks()
         self._transport: Transport | None = self._make_transport()
@@ -233,7 +231,6 @@ class PhaseFlagClient:
 
     def _make_locks(self) -> None:
         self._lifecycle_lock = threading.RLock()
-        self._swap_lock = threading.Lock()
         self._override_lock = threading.Lock()
 
     def _make_transport(self) -> Transport | None:
@@ -272,8 +269,10 @@ class PhaseFlagClient:
         if s.fetch_mode == "streaming":
             from ._stream import Streamer
 
-            return Streamer(self._transport, self, s.polling_interval, before_first=before)
-        return Poller(self._transport.fetch_ruleset, self, s.polling_interval, before_first=before)
+            return Streamer(self._transport, self._store, s.polling_interval, before_first=before)
+        return Poller(
+            self._transport.fetch_ruleset, self._store, s.polling_interval, before_first=before
+        )
 
     def _post_events(self, payload: dict[str, Any]) -> None:
         transport = self._transport
@@ -292,7 +291,7 @@ class PhaseFlagClient:
             raise ConfigError(
                 option, f"cannot be read: {exc.strerror or exc}", "check the path"
             ) from None
-        self._swap(ruleset, "bootstrap", None)
+        self._store.swap(ruleset, "bootstrap", None)
 
     def _fetch_bootstrap_url(self) -> None:
         url = self._settings.bootstrap_url
@@ -304,7 +303,7 @@ class PhaseFlagClient:
             self._log.warning("phaseflag: bootstrap_url could not be loaded: %s", exc)
             self._listeners.emit("error", exc)
             return
-        self._swap(ruleset, "bootstrap", None)
+        self._store.swap(ruleset, "bootstrap", None)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -319,9 +318,9 @@ class PhaseFlagClient:
                 self._sync = None
             self._state = _State.RUNNING
             register(self)
-            self._load_cache()
+            self._store.load_cache()
             if self._transport is None:
-                self._mark_ready()
+                self._store.mark_ready()
             else:
                 self._sync = self._sync or self._make_sync()
                 self._sync.start()
@@ -335,14 +334,14 @@ class PhaseFlagClient:
         """
         try:
             # Event.wait overflows past TIMEOUT_MAX (e.g. math.inf): that long means "forever".
-            return self._ready.wait(min(max(0.0, float(timeout)), threading.TIMEOUT_MAX))
+            return self._store.ready.wait(min(max(0.0, float(timeout)), threading.TIMEOUT_MAX))
         except Exception:
-            return self._ready.is_set()
+            return self._store.ready.is_set()
 
     @property
     def is_ready(self) -> bool:
         """True once the client has data it was told to wait for."""
-        return self._ready.is_set()
+        return self._store.ready.is_set()
 
     def stop(self) -> None:
         """Stop syncing, flush queued events, join threads (bounded), close the HTTP session and
@@ -358,10 +357,7 @@ class PhaseFlagClient:
             events.stop(self._settings.request_timeout)
         if transport is not None:
             transport.close()  # release pooled connections; start() makes a new transport
-        try:
-            self._cache.close()
-        except Exception as exc:
-            self._warn_once("cache:close", "phaseflag: closing the ruleset cache failed: %s", exc)
+        self._store.close_cache()
         unregister(self)
 
     close = stop
@@ -401,7 +397,7 @@ class PhaseFlagClient:
             hit = overrides.get(flag_key)
             if hit is not None:
                 return hit
-        ruleset = self._ruleset
+        ruleset = self._store.ruleset
         flag = ruleset.flags.get(flag_key)
         if flag is None:
             return self._missing(flag_key)
@@ -439,7 +435,7 @@ class PhaseFlagClient:
         )
 
     def _missing(self, flag_key: str) -> EvaluationResult:
-        if self._ruleset is EMPTY_RULESET:
+        if self._store.ruleset is EMPTY_RULESET:
             return EvaluationResult(
                 str(flag_key),
                 None,
@@ -449,66 +445,24 @@ class PhaseFlagClient:
             )
         return not_found(flag_key)
 
-    def _fallback_value(  # noqa: PLR0917 - private; every call passes the same seven
-        self,
-        flag_key: str,
-        default: T,
-        context: object,
-        result: EvaluationResult | None,
-        kind: str,
-        accept: Callable[[object], bool],
-        convert: Callable[[Any], Any] | None = None,
-    ) -> T:
-        """The caller's default (or the fallback function's value, ``convert``-ed) after a miss
-        or mismatch."""
-        if result is not None and result.value is not None:
-            self._warn_once(
-                f"type:{short(flag_key)}:{kind}",
-                "phaseflag: flag %r is not a %s flag (got %s); returning the default",
-                flag_key,
-                kind,
-                type(result.value).__name__,
-            )
-            return default
-        if result is not None and result.error_code is not None:
-            level = logging.DEBUG if result.error_code == ErrorCode.NOT_READY else logging.WARNING
-            self._warn_once(
-                f"err:{short(flag_key)}:{result.error_code}",
-                "phaseflag: %s for flag %r: %s",
-                result.error_code,
-                flag_key,
-                result.error_message,
-                level=level,
-            )
-        if self._fallback is not None and (result is None or result.error_code is not None):
-            try:
-                value = self._fallback(
-                    flag_key, context if isinstance(context, EvaluationContext) else None
-                )
-            except Exception:
-                self._log.exception(
-                    "phaseflag: fallback raised for flag %r; returning the default", flag_key
-                )
-                return default
-            if accept(value):
-                return cast(T, convert(value) if convert is not None else value)
-        return default
-
     def _read(self, flag_key: str, context: EvaluationContext | None) -> EvaluationResult | None:
         try:
             return self._resolve(flag_key, context)
         except Exception as exc:  # a read never raises: bad key type, bad context, a bug
-            return self._read_failed(flag_key, exc)
+            self._misses.read_failed(flag_key, exc)
+            return None
 
-    def _read_failed(self, flag_key: object, exc: Exception) -> EvaluationResult | None:
-        """Log a read that raised (once per key and cause); the getter then returns its default."""
-        self._warn_once(
-            f"read:{short(flag_key)}:{type(exc).__name__}",
-            "phaseflag: reading flag %r failed (%s); returning the default",
-            flag_key,
-            exc,
-        )
-        return None
+    def _value(
+        self, flag_key: str, default: Any, context: EvaluationContext | None, kind: Kind
+    ) -> Any:
+        result = self._read(flag_key, context)
+        if result is not None and kind.accept(result.value):
+            try:
+                return kind.serve(result.value)
+            except Exception as exc:  # a conversion that cannot be made: the default
+                self._misses.read_failed(flag_key, exc)
+                return default
+        return self._misses.value(flag_key, default, context, result, kind)
 
     def get_boolean_value(
         self, flag_key: str, default: bool, context: EvaluationContext | None = None
@@ -517,10 +471,11 @@ class PhaseFlagClient:
         try:  # _read(), inlined in the two hottest getters: one call fewer per read
             result: EvaluationResult | None = self._resolve(flag_key, context)
         except Exception as exc:
-            result = self._read_failed(flag_key, exc)
+            self._misses.read_failed(flag_key, exc)
+            result = None
         if result is not None and type(result.value) is bool:
             return result.value
-        return self._fallback_value(flag_key, default, context, result, "boolean", _is_bool)
+        return self._misses.value(flag_key, default, context, result, BOOLEAN)
 
     def get_string_value(
         self, flag_key: str, default: str, context: EvaluationContext | None = None
@@ -529,32 +484,23 @@ class PhaseFlagClient:
         try:  # _read(), inlined in the two hottest getters: one call fewer per read
             result: EvaluationResult | None = self._resolve(flag_key, context)
         except Exception as exc:
-            result = self._read_failed(flag_key, exc)
+            self._misses.read_failed(flag_key, exc)
+            result = None
         if result is not None and type(result.value) is str:
             return result.value
-        return self._fallback_value(flag_key, default, context, result, "string", _is_str)
+        return self._misses.value(flag_key, default, context, result, STRING)
 
     def get_integer_value(
         self, flag_key: str, default: int, context: EvaluationContext | None = None
     ) -> int:
         """The flag's value as an int (a whole float counts), or ``default``; bools never count."""
-        result = self._read(flag_key, context)
-        if result is not None:
-            value = result.value
-            if type(value) is int:
-                return value
-            if type(value) is float and value.is_integer():
-                return int(value)
-        return self._fallback_value(flag_key, default, context, result, "integer", _is_int, int)
+        return cast(int, self._value(flag_key, default, context, INTEGER))
 
     def get_float_value(
         self, flag_key: str, default: float, context: EvaluationContext | None = None
     ) -> float:
         """The flag's numeric value as a float (an int counts), or ``default``; never a bool."""
-        result = self._read(flag_key, context)
-        if result is not None and type(result.value) in (float, int):
-            return float(result.value)
-        return self._fallback_value(flag_key, default, context, result, "number", _is_number, float)
+        return cast(float, self._value(flag_key, default, context, NUMBER))
 
     @overload
     def get_json_value(
@@ -569,10 +515,7 @@ class PhaseFlagClient:
         self, flag_key: str, default: Any, context: EvaluationContext | None = None
     ) -> Any:
         """The flag's JSON object/array value (a private copy), or ``default``."""
-        result = self._read(flag_key, context)
-        if result is not None and isinstance(result.value, (dict, list)):
-            return copy_json(result.value)
-        return self._fallback_value(flag_key, default, context, result, "json", _is_json)
+        return self._value(flag_key, default, context, JSON)
 
     def get_variation(
         self, flag_key: str, context: EvaluationContext | None = None
@@ -581,7 +524,7 @@ class PhaseFlagClient:
         result = self._read(flag_key, context)
         if result is None or result.error_code in (ErrorCode.FLAG_NOT_FOUND, ErrorCode.NOT_READY):
             return None
-        return _private(result)
+        return private(result)
 
     def get_details(
         self, flag_key: str, default: Any, context: EvaluationContext | None = None
@@ -592,65 +535,49 @@ class PhaseFlagClient:
             return EvaluationResult(flag_key, default, Reason.ERROR, error_code=ErrorCode.GENERAL)
         if result.value is None:
             return replace(result, value=default)
-        return _private(result)
+        return private(result)
 
     def _typed_details(
-        self,
-        flag_key: str,
-        default: Any,
-        context: EvaluationContext | None,
-        accept: Callable[[object], bool],
-        kind: str,
+        self, flag_key: str, default: Any, context: EvaluationContext | None, kind: Kind
     ) -> EvaluationResult:
         result = self.get_details(flag_key, default, context)
-        if result.error_code is None and not accept(result.value):
+        try:
+            return self._misses.details(flag_key, default, context, result, kind)
+        except Exception as exc:  # a conversion that cannot be made: the default, as an error
+            self._misses.read_failed(flag_key, exc)
             return EvaluationResult(
-                flag_key,
-                default,
-                Reason.ERROR,
-                result.variation_key,
-                result.rule_id,
-                ErrorCode.TYPE_MISMATCH,
-                f"flag {flag_key!r} is not a {kind} flag",
+                str(flag_key), default, Reason.ERROR, error_code=ErrorCode.GENERAL
             )
-        if result.error_code is not None and self._fallback is not None:
-            # value=None: the default that get_details filled in is not a served value
-            missed = replace(result, value=None)
-            value = self._fallback_value(flag_key, default, context, missed, kind, accept)
-            return replace(result, value=value)
-        return result
 
     def get_boolean_details(
         self, flag_key: str, default: bool, context: EvaluationContext | None = None
     ) -> EvaluationResult:
         """The boolean result with reason and variation; TYPE_MISMATCH for a non-boolean flag."""
-        return self._typed_details(flag_key, default, context, _is_bool, "boolean")
+        return self._typed_details(flag_key, default, context, BOOLEAN)
 
     def get_string_details(
         self, flag_key: str, default: str, context: EvaluationContext | None = None
     ) -> EvaluationResult:
         """The string result with reason and variation."""
-        return self._typed_details(flag_key, default, context, _is_str, "string")
+        return self._typed_details(flag_key, default, context, STRING)
 
     def get_integer_details(
         self, flag_key: str, default: int, context: EvaluationContext | None = None
     ) -> EvaluationResult:
         """The integer result with reason and variation (value made an int)."""
-        result = self._typed_details(flag_key, default, context, _is_int, "integer")
-        return replace(result, value=int(result.value)) if type(result.value) is float else result
+        return self._typed_details(flag_key, default, context, INTEGER)
 
     def get_float_details(
         self, flag_key: str, default: float, context: EvaluationContext | None = None
     ) -> EvaluationResult:
         """The numeric result with reason and variation (value made a float)."""
-        result = self._typed_details(flag_key, default, context, _is_number, "number")
-        return replace(result, value=float(result.value)) if type(result.value) is int else result
+        return self._typed_details(flag_key, default, context, NUMBER)
 
     def get_json_details(
         self, flag_key: str, default: Any, context: EvaluationContext | None = None
     ) -> EvaluationResult:
         """The JSON result with reason and variation."""
-        return self._typed_details(flag_key, default, context, _is_json, "json")
+        return self._typed_details(flag_key, default, context, JSON)
 
     def all_flags(
         self, context: EvaluationContext | None = None, *, details: bool = False
@@ -660,7 +587,7 @@ class PhaseFlagClient:
         Overrides apply. JSON-serialisable; never raises."""
         out: dict[str, Any] = {}
         try:
-            keys = set(self._ruleset.flags) | set(self._overrides)
+            keys = set(self._store.ruleset.flags) | set(self._overrides)
             for key in sorted(keys):
                 result = self._read(key, context)
                 if result is None or result.error_code is not None or result.value is None:
@@ -788,20 +715,21 @@ class PhaseFlagClient:
     def status(self) -> ClientStatus:
         """An immutable snapshot of readiness, data age, sync failures and event counters."""
         now = time.time()
-        ruleset = self._ruleset
+        store = self._store
+        ruleset = store.ruleset
         stats = self._events.stats() if self._events is not None else EventStats(0, 0, 0, 0)
-        self._check_staleness(now)
+        store.check_staleness(now)
         return ClientStatus(
             state=self._state.value,
             ready=self.is_ready,
             ruleset_version=None if ruleset is EMPTY_RULESET else ruleset.version,
-            ruleset_source=self._ruleset_source,
-            ruleset_age=None if self._confirmed_at is None else now - self._confirmed_at,
+            ruleset_source=store.source,
+            ruleset_age=None if store.confirmed_at is None else now - store.confirmed_at,
             flag_count=len(ruleset.flags),
-            last_sync=self._last_sync,
-            consecutive_failures=self._failures,
-            last_error=self._last_error,
-            stale=self._stale,
+            last_sync=store.last_sync,
+            consecutive_failures=store.failures,
+            last_error=store.last_error,
+            stale=store.stale,
             events_sent=stats.sent,
             events_dropped=stats.dropped + self._events_dropped_offline,
             events_failed=stats.failed,
@@ -811,116 +739,14 @@ class PhaseFlagClient:
     @property
     def ruleset(self) -> Ruleset:
         """The compiled ruleset currently served (immutable)."""
-        return self._ruleset
-
-    # -- sync sink (called by the sync thread) -------------------------------------------------
-
-    def apply_document(self, raw: bytes, source: str) -> None:
-        """Validate, compile and swap in a fetched ruleset; raises RulesetError to reject it."""
-        ruleset = load_ruleset(raw, previous=self._ruleset)
-        self._swap(ruleset, source, raw)
-
-    def sync_succeeded(self) -> None:
-        """Record a good fetch; (re)announce readiness after an outage."""
-        now = time.time()
-        self._last_sync = now
-        self._confirmed_at = now
-        recovered = self._failures > 0
-        self._failures = 0
-        if recovered:
-            self._log.info("phaseflag: sync recovered")
-        if (recovered or self._stale) and self._ready.is_set():
-            # Back after an outage (or stale data): announce readiness again.
-            self._stale = False
-            self._listeners.emit("ready")
-        self._mark_ready()
-
-    def sync_failed(self, error: Exception) -> None:
-        """Record a failed fetch or a rejected ruleset; the last good ruleset stays in use."""
-        self._failures += 1
-        self._last_error = f"{type(error).__name__}: {error}"
-        level = logging.WARNING if self._failures == 1 else logging.DEBUG
-        self._log.log(
-            level,
-            "phaseflag: ruleset sync failed (%d in a row), keeping the last good ruleset: %s",
-            self._failures,
-            self._last_error,
-        )
-        self._listeners.emit("error", error)
-        if self._settings.offline_mode and self._ruleset is not EMPTY_RULESET:
-            self._mark_ready()
-        self._check_staleness(time.time())
-
-    def _check_staleness(self, now: float) -> None:
-        limit = self._settings.max_staleness
-        if limit is None or self._stale or self._confirmed_at is None:
-            return
-        age = now - self._confirmed_at
-        if age > limit and self._failures > 0:
-            self._stale = True
-            self._log.warning("phaseflag: flag data is %.0fs old (max_staleness %.0fs)", age, limit)
-            self._listeners.emit("stale", age)
-
-    def _mark_ready(self) -> None:
-        if not self._ready.is_set():
-            self._ready.set()
-            self._listeners.emit("ready")
-
-    def _swap(self, ruleset: Ruleset, source: str, raw: bytes | None) -> bool:
-        """Make ``ruleset`` current (one reference assignment) and announce the change.
-
-        Bootstrap and cached data replace what is held only with a higher version;
-        live data always replaces it.
-        """
-        with self._swap_lock:
-            old = self._ruleset
-            if source != "live" and old is not EMPTY_RULESET and ruleset.version <= old.version:
-                return False
-            self._ruleset = ruleset
-            self._ruleset_source = source
-        if self._confirmed_at is None or source == "live":
-            self._confirmed_at = time.time()
-        if source == "live" and raw is not None:
-            try:
-                self._cache.set(self._cache_key, raw)
-            except Exception as exc:
-                self._warn_once(
-                    "cache:set", "phaseflag: could not write the ruleset cache: %s", exc
-                )
-        changes = _diff(old, ruleset)
-        if changes:
-            self._log.debug(
-                "phaseflag: ruleset v%s applied from %s (%d flags changed)",
-                ruleset.version,
-                source,
-                len(changes),
-            )
-            previous = None if old is EMPTY_RULESET else old.version
-            self._listeners.emit("change", ChangeEvent(changes, previous, ruleset.version, source))
-            if self._listeners.has("flags_changed"):
-                self._listeners.emit(
-                    "flags_changed", {key: flag.source for key, flag in ruleset.flags.items()}
-                )
-        return True
-
-    def _load_cache(self) -> None:
-        try:
-            raw = self._cache.get(self._cache_key)
-        except Exception as exc:
-            self._warn_once("cache:get", "phaseflag: could not read the ruleset cache: %s", exc)
-            return
-        if not raw:
-            return
-        try:
-            self._swap(load_ruleset(raw), "cache", None)
-        except RulesetError as exc:
-            self._log.warning("phaseflag: ignoring the cached ruleset: %s", exc)
+        return self._store.ruleset
 
     # -- fork support ----------------------------------------------------------------------------
 
     def _after_fork_in_child(self) -> None:
         """Re-create locks, the HTTP session and threads in a forked child."""
         self._make_locks()
+        self._store.reset_after_fork()
         self._listeners.reset_after_fork()
         if self._session is not None:
             # A user-supplied session's pooled sockets belong to the parent: drop them here.
@@ -932,67 +758,3 @@ class PhaseFlagClient:
         if self._state is _State.RUNNING:
             self._state = _State.NEW
             self.start()
-
-    def _warn_once(
-        self, key: str, message: str, *args: object, level: int = logging.WARNING
-    ) -> None:
-        if key in self._warned:
-            return
-        if len(self._warned) < _WARN_ONCE_LIMIT:
-            self._warned.add(key)
-        else:  # past the cap a warning would repeat on every read: keep it at DEBUG
-            level = min(level, logging.DEBUG)
-        # Keys and values come from callers: a megabyte key must not make a megabyte line.
-        self._log.log(level, message, *(short(a, 200) if isinstance(a, str) else a for a in args))
-
-
-# -- module helpers ----------------------------------------------------------------------------
-
-
-def _is_bool(value: object) -> bool:
-    return type(value) is bool
-
-
-def _is_str(value: object) -> bool:
-    return type(value) is str
-
-
-def _is_int(value: object) -> bool:
-    return type(value) is int or (type(value) is float and value.is_integer())
-
-
-def _is_number(value: object) -> bool:
-    return type(value) in (int, float)
-
-
-def _is_json(value: object) -> bool:
-    return isinstance(value, (dict, list))
-
-
-def copy_json(value: Any) -> Any:
-    """A deep copy of a JSON value (dicts and lists), so callers can't alter the ruleset."""
-    if isinstance(value, dict):
-        return {k: copy_json(v) if isinstance(v, (dict, list)) else v for k, v in value.items()}
-    if isinstance(value, list):
-        return [copy_json(v) if isinstance(v, (dict, list)) else v for v in value]
-    return value
-
-
-def _private(result: EvaluationResult) -> EvaluationResult:
-    if isinstance(result.value, (dict, list)):
-        return replace(result, value=copy_json(result.value))
-    return result
-
-
-def _diff(old: Ruleset, new: Ruleset) -> tuple[FlagChange, ...]:
-    changes = []
-    for key, flag in new.flags.items():
-        before = old.flags.get(key)
-        if before is None:
-            changes.append(FlagChange(key, None, flag.version, added=True))
-        elif before is not flag:
-            changes.append(FlagChange(key, before.version, flag.version))
-    for key, flag in old.flags.items():
-        if key not in new.flags:
-            changes.append(FlagChange(key, flag.version, None, removed=True))
-    return tuple(changes)

@@ -96,7 +96,7 @@ def make(api: responses.RequestsMock, make_client: Make) -> Make:
 def stepper(client: PhaseFlagClient) -> Callable[[], float]:
     """A hand-stepped poller reporting to ``client``: each call fetches once."""
     transport = Transport(BASE, KEY)
-    return Poller(transport.fetch_ruleset, client, 30.0, rng=random.Random(3)).step
+    return Poller(transport.fetch_ruleset, client._store, 30.0, rng=random.Random(3)).step
 
 
 class Recorder:
@@ -981,6 +981,7 @@ class TestHealth:
         """Down longer than max_staleness: one stale event; the next good sync fires ready."""
         clock = FakeClock()
         monkeypatch.setattr("phaseflag._client.time", types.SimpleNamespace(time=clock.time))
+        monkeypatch.setattr("phaseflag._store.time", types.SimpleNamespace(time=clock.time))
         client = make(max_staleness=30)
         step = stepper(client)
         ready, stale = Recorder(), Recorder()

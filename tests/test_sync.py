@@ -70,7 +70,7 @@ def transport() -> Iterator[Transport]:
 @pytest.fixture
 def poller(client: PhaseFlagClient, transport: Transport) -> Poller:
     """A poller with seeded jitter, stepped by hand (no thread)."""
-    return Poller(transport.fetch_ruleset, client, INTERVAL, rng=random.Random(7))
+    return Poller(transport.fetch_ruleset, client._store, INTERVAL, rng=random.Random(7))
 
 
 class Recorder:
@@ -263,7 +263,7 @@ class TestUnexpectedErrors:
         def fetch(etag: str | None) -> Any:
             raise RuntimeError("bug in a fetch")
 
-        poller = Poller(fetch, client, INTERVAL, rng=random.Random(2))
+        poller = Poller(fetch, client._store, INTERVAL, rng=random.Random(2))
         delays = [poller.step() for _ in range(10)]
         assert all(0 <= d <= min(MAX_BACKOFF, 2**n) for n, d in enumerate(delays))
         assert max(delays) > 1.0  # not the loop's fixed one-second retry
@@ -342,7 +342,7 @@ class TestRejectedRulesets:
     ) -> None:
         """A body over the size limit is refused unread; values stay and the error is recorded."""
         small = Transport(BASE, KEY, max_body_bytes=2000)
-        poller = Poller(small.fetch_ruleset, client, INTERVAL, rng=random.Random(1))
+        poller = Poller(small.fetch_ruleset, client._store, INTERVAL, rng=random.Random(1))
         try:
             serve(api, ruleset(string_flag("color", "green")))
             big = ruleset(*(boolean_flag(f"flag-{i}") for i in range(40)), version=2)

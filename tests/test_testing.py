@@ -94,7 +94,7 @@ class TestMockClient:
         seen: list[ChangeEvent] = []
         unsubscribe = mock.on("change", seen.append)
         raw = json.dumps(ruleset(flag("dark-mode", False), version=5)).encode()
-        mock.apply_document(raw, "live")
+        mock._store.apply_document(raw, "live")
         unsubscribe()
         assert len(seen) == 1 and "dark-mode" in seen[0].keys
         assert mock.get_boolean_value("dark-mode", True) is False

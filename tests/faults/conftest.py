@@ -547,7 +547,7 @@ def make_client() -> Iterator[Callable[..., PhaseFlagClient]]:
         if settings.get("fetch_mode") == "streaming":
             assert client._transport is not None
             client._sync = Streamer(
-                client._transport, client, POLL, reconnect_base=0.02, reconnect_cap=RETRY_CAP
+                client._transport, client._store, POLL, reconnect_base=0.02, reconnect_cap=RETRY_CAP
             )
         if client._events is not None:
             client._events._backoff = Backoff(0.02, RETRY_CAP)

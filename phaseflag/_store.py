@@ -1,0 +1,194 @@
+"""The held ruleset: what the sync threads deliver, which version wins, the cache copy,
+and the health derived from it (readiness, failures, staleness).
+
+The store is the sync threads' sink (``apply_document``, ``sync_succeeded``,
+``sync_failed``), kept off the public client. Readers take ``store.ruleset`` without a
+lock: a new ruleset replaces the old by one reference assignment.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ._cache import Cache
+from ._compile import load_ruleset
+from ._errors import RulesetError
+from ._listeners import Listeners
+from ._model import EMPTY_RULESET, Ruleset
+from ._oncelog import OnceLog
+from .types import ChangeEvent, FlagChange
+
+__all__ = ["RulesetStore", "diff"]
+
+
+class RulesetStore:
+    """The current ruleset and its provenance, updated by the sync threads.
+
+    Version policy: bootstrap and cached data replace what is held only with a higher
+    version; live data always replaces it. Live documents are written through to the
+    cache. Listeners hear ``ready``, ``change``, ``flags_changed``, ``error`` and ``stale``.
+    """
+
+    def __init__(
+        self,
+        *,
+        cache: Cache,
+        cache_key: str,
+        listeners: Listeners,
+        warn: OnceLog,
+        offline_mode: bool,
+        max_staleness: float | None,
+    ) -> None:
+        self.ruleset: Ruleset = EMPTY_RULESET
+        self.source: str | None = None
+        self.confirmed_at: float | None = None
+        self.last_sync: float | None = None
+        self.failures = 0
+        self.last_error: str | None = None
+        self.stale = False
+        self.ready = threading.Event()
+        self._cache = cache
+        self._cache_key = cache_key
+        self._listeners = listeners
+        self._warn = warn
+        self._log = warn.logger
+        self._offline_mode = offline_mode
+        self._max_staleness = max_staleness
+        self._swap_lock = threading.Lock()
+
+    # -- the sync threads' sink ----------------------------------------------------------------
+
+    def apply_document(self, raw: bytes, source: str) -> None:
+        """Validate, compile and swap in a fetched ruleset; raises RulesetError to reject it."""
+        ruleset = load_ruleset(raw, previous=self.ruleset)
+        self.swap(ruleset, source, raw)
+
+    def sync_succeeded(self) -> None:
+        """Record a good fetch; (re)announce readiness after an outage."""
+        now = time.time()
+        self.last_sync = now
+        self.confirmed_at = now
+        recovered = self.failures > 0
+        self.failures = 0
+        if recovered:
+            self._log.info("phaseflag: sync recovered")
+        if (recovered or self.stale) and self.ready.is_set():
+            # Back after an outage (or stale data): announce readiness again.
+            self.stale = False
+            self._listeners.emit("ready")
+        self.mark_ready()
+
+    def sync_failed(self, error: Exception) -> None:
+        """Record a failed fetch or a rejected ruleset; the last good ruleset stays in use."""
+        self.failures += 1
+        self.last_error = f"{type(error).__name__}: {error}"
+        level = logging.WARNING if self.failures == 1 else logging.DEBUG
+        self._log.log(
+            level,
+            "phaseflag: ruleset sync failed (%d in a row), keeping the last good ruleset: %s",
+            self.failures,
+            self.last_error,
+        )
+        self._listeners.emit("error", error)
+        if self._offline_mode and self.ruleset is not EMPTY_RULESET:
+            self.mark_ready()
+        self.check_staleness(time.time())
+
+    # -- held data -----------------------------------------------------------------------------
+
+    def swap(self, ruleset: Ruleset, source: str, raw: bytes | None) -> bool:
+        """Make ``ruleset`` current (one reference assignment) and announce the change;
+        False when the version policy keeps what is held."""
+        with self._swap_lock:
+            old = self.ruleset
+            if source != "live" and old is not EMPTY_RULESET and ruleset.version <= old.version:
+                return False
+            self.ruleset = ruleset
+            self.source = source
+        if self.confirmed_at is None or source == "live":
+            self.confirmed_at = time.time()
+        if source == "live" and raw is not None:
+            try:
+                self._cache.set(self._cache_key, raw)
+            except Exception as exc:
+                self._warn("cache:set", "phaseflag: could not write the ruleset cache: %s", exc)
+        changes = diff(old, ruleset)
+        if changes:
+            self._log.debug(
+                "phaseflag: ruleset v%s applied from %s (%d flags changed)",
+                ruleset.version,
+                source,
+                len(changes),
+            )
+            previous = None if old is EMPTY_RULESET else old.version
+            self._listeners.emit("change", ChangeEvent(changes, previous, ruleset.version, source))
+            if self._listeners.has("flags_changed"):
+                self._listeners.emit("flags_changed", _definitions(ruleset))
+        return True
+
+    def load_cache(self) -> None:
+        """Serve the cached ruleset if it is newer than what is held (never raises)."""
+        try:
+            raw = self._cache.get(self._cache_key)
+        except Exception as exc:
+            self._warn("cache:get", "phaseflag: could not read the ruleset cache: %s", exc)
+            return
+        if not raw:
+            return
+        try:
+            self.swap(load_ruleset(raw), "cache", None)
+        except RulesetError as exc:
+            self._log.warning("phaseflag: ignoring the cached ruleset: %s", exc)
+
+    def close_cache(self) -> None:
+        """Close the cache (stop()); failures are logged once."""
+        try:
+            self._cache.close()
+        except Exception as exc:
+            self._warn("cache:close", "phaseflag: closing the ruleset cache failed: %s", exc)
+
+    # -- health --------------------------------------------------------------------------------
+
+    def mark_ready(self) -> None:
+        """Set readiness (once) and tell ``ready`` listeners."""
+        if not self.ready.is_set():
+            self.ready.set()
+            self._listeners.emit("ready")
+
+    def check_staleness(self, now: float) -> None:
+        """Fire ``stale`` once when held data is older than ``max_staleness`` during failures."""
+        limit = self._max_staleness
+        if limit is None or self.stale or self.confirmed_at is None:
+            return
+        age = now - self.confirmed_at
+        if age > limit and self.failures > 0:
+            self.stale = True
+            self._log.warning("phaseflag: flag data is %.0fs old (max_staleness %.0fs)", age, limit)
+            self._listeners.emit("stale", age)
+
+    def reset_after_fork(self) -> None:
+        """Replace the lock in a forked child (the parent's may be held)."""
+        self._swap_lock = threading.Lock()
+
+
+def _definitions(ruleset: Ruleset) -> Mapping[str, Any]:
+    return {key: flag.source for key, flag in ruleset.flags.items()}
+
+
+def diff(old: Ruleset, new: Ruleset) -> tuple[FlagChange, ...]:
+    """The flags added, removed or changed (by identity: unchanged flags are reused)."""
+    changes = []
+    for key, flag in new.flags.items():
+        before = old.flags.get(key)
+        if before is None:
+            changes.append(FlagChange(key, None, flag.version, added=True))
+        elif before is not flag:
+            changes.append(FlagChange(key, before.version, flag.version))
+    for key, flag in old.flags.items():
+        if key not in new.flags:
+            changes.append(FlagChange(key, flag.version, None, removed=True))
+    return tuple(changes)
