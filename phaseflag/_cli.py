@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,8 +56,14 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.add_argument("--explain", action="store_true", help="print the decision trace")
 
-    serve = commands.add_parser("serve", help="run a local PhaseFlag-compatible API server")
-    serve.add_argument("ruleset_file", metavar="RULESET_FILE")
+    serve = commands.add_parser(
+        "serve",
+        help="run a local PhaseFlag-compatible API server (needs phaseflag-sdk[server])",
+        description="Serve a ruleset file (or relay an upstream API) to SDKs, OFREP "
+        "clients and a dashboard. Keys: PHASEFLAG_SERVER_API_KEY, --api-key-file, or "
+        "--api-key (visible to every user in the process list).",
+    )
+    serve.add_argument("ruleset_file", metavar="RULESET_FILE", nargs="?")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument(
@@ -64,9 +71,42 @@ def _build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         dest="api_keys",
-        help="accepted SDK key (repeatable); none = open server",
+        help="accepted SDK key (repeatable); visible in process lists: prefer "
+        "PHASEFLAG_SERVER_API_KEY or --api-key-file",
     )
+    serve.add_argument("--api-key-file", help="file with accepted SDK keys, one per line")
+    serve.add_argument("--no-auth", action="store_true", help="serve without any key (open)")
     serve.add_argument("--events-out", help="append received events to this JSON-lines file")
+    serve.add_argument(
+        "--events-max-bytes",
+        type=int,
+        default=100 * 1024 * 1024,
+        help="rotate the events file at this size (default 100 MiB; 0 never rotates)",
+    )
+    serve.add_argument(
+        "--events-keep", type=int, default=5, help="rotated events files kept (default 5)"
+    )
+    serve.add_argument(
+        "--max-body-bytes", type=int, default=1024 * 1024, help="request body cap (1 MiB)"
+    )
+    serve.add_argument("--workers", type=int, default=1, help="processes serving one socket")
+    serve.add_argument("--ui", action="store_true", help="serve the flag dashboard at /ui")
+    serve.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="relay mode: serve the ruleset of this PhaseFlag API (its base_url) instead of a "
+        "file; its key comes from PHASEFLAG_API_KEY or --upstream-key-file",
+    )
+    serve.add_argument("--upstream-key-file", help="file holding the upstream SDK key")
+    serve.add_argument(
+        "--upstream-mode",
+        choices=("streaming", "polling"),
+        default="streaming",
+        help="how the relay follows the upstream (default streaming)",
+    )
+    serve.add_argument(
+        "--redis", metavar="URL", help="relay mode: also publish the ruleset into Redis"
+    )
     return parser
 
 
@@ -149,24 +189,99 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from .server import run
+def _read_keys(path: str, what: str) -> list[str]:
+    try:
+        text = Path(path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise _UsageError(f"{what} {path}: cannot read: {reason}") from None
+    keys = [line.strip() for line in text.splitlines() if line.strip()]
+    if not keys:
+        raise _UsageError(f"{what} {path}: holds no key")
+    return keys
 
-    if not Path(args.ruleset_file).is_file():
-        raise _UsageError(f"{args.ruleset_file}: no such file")
+
+def _server_keys(args: argparse.Namespace) -> list[str]:
+    keys = list(args.api_keys)
+    env = os.environ.get("PHASEFLAG_SERVER_API_KEY", "")
+    keys += [key.strip() for key in env.split(",") if key.strip()]
+    if args.api_key_file:
+        keys += _read_keys(args.api_key_file, "--api-key-file")
+    if keys and args.no_auth:
+        raise _UsageError("--no-auth with API keys: choose one")
+    if not keys and not args.no_auth:
+        hint = (
+            " (PHASEFLAG_API_KEY is the SDK's key, not the server's)"
+            if os.environ.get("PHASEFLAG_API_KEY")
+            else ""
+        )
+        raise _UsageError(
+            "no API key: set PHASEFLAG_SERVER_API_KEY, give --api-key-file, or serve open "
+            f"with --no-auth{hint}"
+        )
+    return keys
+
+
+def _check_ruleset_file(path: str) -> None:
+    target = Path(path)
+    if target.is_dir():
+        raise _UsageError(f"{path}: is a directory; give the ruleset's JSON file")
+    if not target.exists():
+        raise _UsageError(f"{path}: no such file")
+    try:
+        _load(path)
+    except RulesetError as exc:
+        raise _UsageError(f"{path}: {exc}") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from .server import Limits, run
+    except ImportError as exc:
+        raise _UsageError(
+            f"phaseflag serve needs the server extra: pip install 'phaseflag-sdk[server]' ({exc})"
+        ) from None
     if not 0 <= args.port <= 65535:
         raise _UsageError(f"--port {args.port}: must be 0-65535")
-    try:
-        _load(args.ruleset_file)
-    except RulesetError as exc:
-        raise _UsageError(f"{args.ruleset_file}: {exc}") from None
-    run(
-        args.ruleset_file,
-        host=args.host,
-        port=args.port,
-        api_keys=args.api_keys,
-        events_out=args.events_out,
-    )
+    if args.workers < 1:
+        raise _UsageError(f"--workers {args.workers}: must be 1 or more")
+    if args.max_body_bytes < 1024:
+        raise _UsageError("--max-body-bytes: must be at least 1024")
+    keys = _server_keys(args)
+    options: dict[str, Any] = {
+        "api_keys": keys,
+        "events_out": args.events_out,
+        "events_max_bytes": args.events_max_bytes or None,
+        "events_keep": args.events_keep,
+        "limits": Limits(max_body_bytes=args.max_body_bytes),
+        "ui": args.ui,
+    }
+    if args.events_out and Path(args.events_out).is_dir():
+        raise _UsageError(f"--events-out {args.events_out}: is a directory; give a file path")
+    if args.upstream:
+        if args.ruleset_file:
+            raise _UsageError("give a RULESET_FILE or --upstream, not both")
+        from .server import relay_source
+
+        upstream_key = os.environ.get("PHASEFLAG_API_KEY", "")
+        if args.upstream_key_file:
+            upstream_key = _read_keys(args.upstream_key_file, "--upstream-key-file")[0]
+        if not upstream_key:
+            raise _UsageError(
+                "--upstream needs the upstream SDK key: set PHASEFLAG_API_KEY or give "
+                "--upstream-key-file"
+            )
+        options["source_factory"] = relay_source(
+            args.upstream, upstream_key, fetch_mode=args.upstream_mode, redis_url=args.redis
+        )
+        run(None, host=args.host, port=args.port, workers=args.workers, **options)
+        return 0
+    if args.redis:
+        raise _UsageError("--redis is for relay mode (--upstream)")
+    if not args.ruleset_file:
+        raise _UsageError("give a RULESET_FILE (or --upstream URL)")
+    _check_ruleset_file(args.ruleset_file)
+    run(args.ruleset_file, host=args.host, port=args.port, workers=args.workers, **options)
     return 0
 
 

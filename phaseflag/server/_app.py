@@ -1,39 +1,83 @@
-"""The routes of ``phaseflag serve``: the SDK API (DESIGN.md §3), OFREP and ``/healthz``.
+"""The routes of ``phaseflag serve`` as a Starlette app: the SDK API (DESIGN.md §3), OFREP,
+``/healthz``, ``/metrics`` and the dashboard.
 
-Authentication (constant-time bearer/X-API-Key check), the event log and the
-Server-Sent Events fan-out live here; HTTP parsing lives in ``_http``.
+Authentication is a constant-time check of a bearer or ``X-API-Key`` key; a request
+without a valid one is answered 401 and its connection closed. Streams are one task
+each, woken together by one shared future when the served ruleset changes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import hmac
-import json
 import logging
-import threading
-import time
-from collections.abc import Callable, Sequence
-from typing import IO, Any, Final
-from urllib.parse import unquote
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Protocol
 
-from .._errors import ConfigError, InvalidContextError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from .._errors import InvalidContextError
 from .._evaluation import evaluate_flag, not_found
 from .._version import __version__
 from ..types import EvaluationContext
 from . import _ofrep
-from ._http import Request, Response, Stream, json_response, parse_json
-from ._watch import RulesetWatcher, Snapshot
+from ._eventlog import EventLog
+from ._json import json_response, parse_json
+from ._metrics import Metrics
+from ._watch import Snapshot
 
-__all__ = ["App", "EventLog"]
+__all__ = ["App", "Source"]
 
 _log = logging.getLogger("phaseflag")
 
 _API: Final = "/api/v1"
 _OFREP_FLAGS: Final = "/ofrep/v1/evaluate/flags"
-_UNAUTHORIZED: Final = (("WWW-Authenticate", 'Bearer realm="phaseflag"'),)
-_NO_CACHE: Final = ("Cache-Control", "no-cache")
-_SSE_HEADERS: Final = (("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"))
+_UNAUTHORIZED: Final = {"WWW-Authenticate": 'Bearer realm="phaseflag"', "Connection": "close"}
+_SSE_HEADERS: Final = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+    (b"connection", b"close"),
+]
 
-Handler = Callable[[Request], "Response | Stream"]
+_ALL_METHODS: Final = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Source(Protocol):
+    """Where the served ruleset comes from: a watched file or an upstream API (relay)."""
+
+    @property
+    def snapshot(self) -> Snapshot: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def reloads(self) -> int: ...
+
+    @property
+    def reload_errors(self) -> int: ...
+
+    on_change: Callable[[Snapshot], None] | None
+
+    def load(self) -> Snapshot: ...
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 1.0) -> None: ...
+
+    def check(self, *, force: bool = False) -> bool: ...
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> Response:
@@ -44,149 +88,142 @@ def _accepts_gzip(accept_encoding: str) -> bool:
     for item in accept_encoding.split(","):
         coding, _, params = item.partition(";")
         if coding.strip().lower() in ("gzip", "x-gzip"):
-            quality = params.strip().lower().removeprefix("q=")
-            return not (params.strip().lower().startswith("q=") and _is_zero(quality))
+            quality = params.strip().lower()
+            if not quality.startswith("q="):
+                return True
+            try:
+                return float(quality[2:]) != 0.0
+            except ValueError:
+                return True
     return False
 
 
-def _is_zero(quality: str) -> bool:
-    try:
-        return float(quality) == 0.0
-    except ValueError:
-        return False
-
-
-class EventLog:
-    """Appends events, one compact JSON object per line, to a file (or only counts them).
-
-    Thread-safe: a batch is serialised outside the lock, then written and flushed under
-    one lock, so concurrent batches never interleave and nothing is lost.
-    """
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._file: IO[bytes] | None = None
-        self.count = 0
-
-    def open(self) -> None:
-        """Open the file for appending; raises ConfigError when it cannot be."""
-        if self.path is None:
-            return
-        try:
-            self._file = open(self.path, "ab")  # noqa: SIM115 - held open until close()
-        except OSError as exc:
-            raise ConfigError(
-                "events_out", f"cannot open {self.path!r} for appending ({exc.strerror})"
-            ) from None
-
-    def append(self, events: Sequence[Any]) -> None:
-        """Write every event of one batch; raises ValueError if one is not serialisable."""
-        lines = b"".join(
-            json.dumps(event, separators=(",", ":"), allow_nan=False).encode("utf-8") + b"\n"
-            for event in events
-        )
-        with self._lock:
-            if self._file is not None:
-                self._file.write(lines)
-                self._file.flush()
-            self.count += len(events)
-
-    def close(self) -> None:
-        """Flush and close the file."""
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
-
-
 class App:
-    """Routes requests to handlers, after the API-key check every route but ``/healthz`` needs.
+    """Routes requests to handlers; every route but ``/healthz`` needs a key (when keys are set).
 
     Keys are compared with ``hmac.compare_digest`` against every configured key (no early
-    exit); with no keys configured the server is open. Thread-safe: handlers only read the
-    watcher's current snapshot, and the event log and stream fan-out lock for themselves.
+    exit). Runs on one event loop: ``notify_change`` and ``stop`` may be called from any
+    thread once ``bind`` has given it that loop.
     """
 
     def __init__(
         self,
-        watcher: RulesetWatcher,
+        source: Source,
         events: EventLog,
+        metrics: Metrics,
         *,
         api_keys: Sequence[str] = (),
         ping_interval: float = 15.0,
+        ui: bool = False,
+        forward: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
-        self._watcher = watcher
+        self._source = source
         self._events = events
+        self._metrics = metrics
         self._keys = tuple(key.encode("utf-8") for key in api_keys)
         self._ping_interval = ping_interval
-        self._changed = threading.Condition()
+        self._forward = forward
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Future[None] | None = None
         self._stopping = False
-        self._stream_clients = 0
-        self._routes: dict[str, dict[str, tuple[Handler, bool]]] = {
-            "/healthz": {"GET": (self._health, False)},
-            f"{_API}/sdk/ruleset": {"GET": (self._ruleset, True)},
-            f"{_API}/sdk/stream": {"GET": (self._stream, True)},
-            f"{_API}/sdk/events": {"POST": (self._post_events, True)},
-            f"{_API}/sdk/evaluate": {"POST": (self._evaluate, True)},
-            _OFREP_FLAGS: {"POST": (self._ofrep_bulk, True)},
+        self.stream_clients = 0
+        #: (flag key, variation key) -> evaluations reported in received SDK summaries.
+        self.evaluations: dict[tuple[str, str], int] = {}
+        #: Events handed to the upstream pipeline, and dropped by it (relay mode).
+        self.forwarded: Callable[[], tuple[int, int]] = lambda: (0, 0)
+        methods: dict[str, dict[str, Handler]] = {
+            "/healthz": {"GET": self._health},
+            "/metrics": {"GET": self._metrics_page},
+            f"{_API}/sdk/ruleset": {"GET": self._ruleset},
+            f"{_API}/sdk/events": {"POST": self._post_events},
+            f"{_API}/sdk/evaluate": {"POST": self._evaluate},
+            _OFREP_FLAGS: {"POST": self._ofrep_bulk},
+            _OFREP_FLAGS + "/{key:path}": {"POST": self._ofrep_one},
+        }
+        routes: list[Route] = [
+            Route(path, self._dispatcher(path, table), methods=_ALL_METHODS)
+            for path, table in methods.items()
+        ]
+        routes.insert(0, Route(f"{_API}/sdk/stream", _StreamEndpoint(self)))
+        if ui:
+            from ._dashboard import dashboard_routes
+
+            routes.extend(dashboard_routes(self))
+        self.asgi = Starlette(routes=routes, exception_handlers={404: self._not_found})
+        metrics.read_state_from(self._state)
+
+    def forward_to(
+        self,
+        forward: Callable[[list[dict[str, Any]]], None],
+        stats: Callable[[], tuple[int, int]],
+    ) -> None:
+        """Relay mode: hand every accepted batch to ``forward``; ``stats`` for /metrics."""
+        self._forward = forward
+        self.forwarded = stats
+
+    def _state(self) -> dict[str, Any]:
+        snapshot = self._source.snapshot
+        events = self._events
+        forwarded, dropped = self.forwarded()
+        return {
+            "streams": self.stream_clients,
+            "version": snapshot.version,
+            "loaded_at": snapshot.loaded_at,
+            "flags": len(snapshot.ruleset.flags),
+            "invalid_flags": len(snapshot.ruleset.problems),
+            "reloads": self._source.reloads,
+            "reload_errors": self._source.reload_errors,
+            "events_received": events.received,
+            "events_written": events.written,
+            "events_forwarded": forwarded,
+            "events_dropped": dropped,
         }
 
-    @property
-    def stream_clients(self) -> int:
-        """Server-Sent Events connections open now."""
-        return self._stream_clients
+    # -- lifecycle (any thread) ----------------------------------------------------------------
 
-    def dispatch(self, request: Request) -> Response | Stream:
-        """Answer one request (the ``_http.App`` protocol)."""
-        path = request.path
-        methods = self._routes.get(path)
-        if methods is None and path.startswith(_OFREP_FLAGS + "/"):
-            methods = {"POST": (self._ofrep_one, True)}
-        if methods is None:
-            return _error(404, "not_found", f"no such endpoint: {path[:200]}")
-        method = "GET" if request.method == "HEAD" else request.method
-        route = methods.get(method)
-        if route is None or (request.method == "HEAD" and path == f"{_API}/sdk/stream"):
-            allow = ", ".join(sorted({*methods, *(("HEAD",) if "GET" in methods else ())}))
-            return Response(
-                405,
-                json.dumps({"error": "method_not_allowed", "message": f"use {allow}"}).encode(),
-                headers=(("Allow", allow),),
-            )
-        handler, needs_key = route
-        if needs_key and self._keys:
-            problem = self._check_key(request)
-            if problem is not None:
-                return json_response(
-                    401, {"error": "unauthorized", "message": problem}, _UNAUTHORIZED
-                )
-        return handler(request)
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run on ``loop`` (called in the loop's thread before serving)."""
+        self._loop = loop
+        self._changed = loop.create_future()
 
-    def notify_change(self, snapshot: Snapshot) -> None:
-        """Wake every stream so it sends ``snapshot`` (the watcher's ``on_change``)."""
-        with self._changed:
-            self._changed.notify_all()
+    def notify_change(self, snapshot: Snapshot | None = None) -> None:
+        """Wake every stream to send the current snapshot (thread-safe)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._wake)
 
     def stop(self) -> None:
-        """End every stream pump."""
-        with self._changed:
-            self._stopping = True
-            self._changed.notify_all()
+        """End every stream (thread-safe)."""
+        self._stopping = True
+        self.notify_change()
+
+    def _wake(self) -> None:
+        assert self._loop is not None
+        old, self._changed = self._changed, self._loop.create_future()
+        if old is not None and not old.done():
+            old.set_result(None)
 
     # -- auth ----------------------------------------------------------------------------------
 
-    def _check_key(self, request: Request) -> str | None:
-        """None when a configured key was presented, else why not (never echoing a key)."""
+    @property
+    def open(self) -> bool:
+        """True when no keys are configured (every request is allowed)."""
+        return not self._keys
+
+    def check_key(self, headers: Any) -> str | None:
+        """None when a configured key was presented (or none are configured), else why not."""
+        if not self._keys:
+            return None
         presented = []
-        authorization = request.headers.get("authorization")
+        authorization = headers.get("authorization")
         if authorization is not None:
             scheme, _, token = authorization.strip().partition(" ")
             if scheme.lower() == "bearer" and token.strip():
-                presented.append(token.strip().encode("latin-1"))
-        api_key = request.headers.get("x-api-key")
+                presented.append(token.strip().encode("latin-1", "replace"))
+        api_key = headers.get("x-api-key")
         if api_key:
-            presented.append(api_key.encode("latin-1"))
+            presented.append(api_key.encode("latin-1", "replace"))
         if not presented:
             return "missing API key: send 'Authorization: Bearer <key>'"
         matched = False
@@ -195,42 +232,92 @@ class App:
                 matched |= hmac.compare_digest(candidate, key)
         return None if matched else "invalid API key"
 
+    def unauthorized(self, problem: str) -> Response:
+        """The 401 answer (its connection is closed after it)."""
+        return json_response(401, {"error": "unauthorized", "message": problem}, _UNAUTHORIZED)
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def _dispatcher(self, path: str, table: dict[str, Handler]) -> Handler:
+        allow = ", ".join(sorted({*table, *(("HEAD",) if "GET" in table else ())}))
+        public = path == "/healthz"
+        route = path.replace("{key:path}", "{key}")
+        count = self._metrics.count_request
+        debug = functools.partial(_log.isEnabledFor, logging.DEBUG)
+
+        async def dispatch(request: Request) -> Response:
+            method = request.method
+            handler = table.get("GET" if method == "HEAD" else method)
+            if handler is None:
+                response = json_response(
+                    405,
+                    {"error": "method_not_allowed", "message": f"use {allow}"},
+                    {"Allow": allow},
+                )
+            elif not public and self._keys and (problem := self.check_key(request.headers)):
+                response = self.unauthorized(problem)
+            else:
+                response = await handler(request)
+            count(route, response.status_code)
+            if debug():
+                access(request.scope, response.status_code, len(response.body))
+            return response
+
+        return dispatch
+
+    async def _not_found(self, request: Request, exc: Exception) -> Response:
+        self._metrics.count_request("(unknown)", 404)
+        return _error(404, "not_found", f"no such endpoint: {request.url.path[:200]}")
+
     # -- the SDK API ---------------------------------------------------------------------------
 
-    def _health(self, request: Request) -> Response:
-        snapshot = self._watcher.snapshot
-        return json_response(
-            200,
-            {
-                "status": "ok",
-                "version": __version__,
-                "ruleset_version": snapshot.version,
-                "flag_count": len(snapshot.ruleset.flags),
-                "etag": snapshot.etag,
-                "loaded_at": int(snapshot.loaded_at * 1000),
-                "ruleset_error": self._watcher.last_error,
-                "stream_clients": self._stream_clients,
-                "events_received": self._events.count,
-            },
-            (_NO_CACHE,),
-        )
+    async def _health(self, request: Request) -> Response:
+        snapshot = self._source.snapshot
+        error = self._source.last_error
+        authorized = self._keys and self.check_key(request.headers) is None
+        body: dict[str, Any] = {
+            "status": "ok",
+            "version": __version__,
+            "ruleset_version": snapshot.version,
+            "flag_count": len(snapshot.ruleset.flags),
+            "invalid_flag_count": len(snapshot.ruleset.problems),
+            "ruleset_error": None,
+            "stream_clients": self.stream_clients,
+            "events_received": self._events.received,
+            "loaded_at": int(snapshot.loaded_at * 1000),
+        }
+        if error is not None:
+            # Without a key only the fact: the text can quote the refused file.
+            body["ruleset_error"] = (
+                error if authorized or not self._keys else "refused (details need the API key)"
+            )
+        if authorized or not self._keys:
+            body["etag"] = snapshot.etag
+            body["source"] = self._source.description
+            body["invalid_flags"] = [f"{where}: {msg}" for where, msg in snapshot.ruleset.problems]
+        return json_response(200, body, {"Cache-Control": "no-cache"})
 
-    def _ruleset(self, request: Request) -> Response:
-        snapshot = self._watcher.snapshot
+    async def _metrics_page(self, request: Request) -> Response:
+        if self._keys and (problem := self.check_key(request.headers)):
+            return self.unauthorized(problem)
+        return Response(self._metrics.render(), 200, media_type=self._metrics.content_type)
+
+    async def _ruleset(self, request: Request) -> Response:
+        snapshot = self._source.snapshot
         headers = request.headers
-        common = (("ETag", snapshot.etag), _NO_CACHE, ("Vary", "Accept-Encoding"))
+        common = {"ETag": snapshot.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
         if_none_match = headers.get("if-none-match")
         if if_none_match is not None and _ofrep.etag_matches(if_none_match, snapshot.etag):
-            return Response(304, headers=common)
+            return Response(None, 304, common)
         if _accepts_gzip(headers.get("accept-encoding", "")):
-            return Response(
-                200, snapshot.gzipped, "application/json", (*common, ("Content-Encoding", "gzip"))
-            )
-        return Response(200, snapshot.body, "application/json", common)
+            common["Content-Encoding"] = "gzip"
+            return Response(snapshot.gzipped, 200, common, "application/json")
+        return Response(snapshot.body, 200, common, "application/json")
 
-    def _post_events(self, request: Request) -> Response:
+    async def _post_events(self, request: Request) -> Response:
+        body = await request.body()
         try:
-            document = parse_json(request.body)
+            document = parse_json(body)
         except ValueError as exc:
             return _error(400, "bad_request", str(exc))
         problem = _events_problem(document)
@@ -241,11 +328,35 @@ class App:
             self._events.append(events)
         except (ValueError, RecursionError) as exc:
             return _error(400, "bad_request", f"an event cannot be stored: {exc}")
+        except OSError as exc:
+            _log.error("phaseflag serve: cannot write events: %s", exc.strerror or exc)
+            return _error(503, "unavailable", "the events file cannot be written; retry later")
+        self._count_summaries(events)
+        if self._forward is not None:
+            self._forward(events)
         return json_response(202, {"accepted": len(events)})
 
-    def _evaluate(self, request: Request) -> Response:
+    def _count_summaries(self, events: list[dict[str, Any]]) -> None:
+        evaluations = self.evaluations
+        for event in events:
+            if event["kind"] != "summary" or not isinstance(event.get("counters"), list):
+                continue
+            for counter in event["counters"]:
+                if not isinstance(counter, dict):
+                    continue
+                flag, variation, count = (
+                    counter.get("flag_key"),
+                    counter.get("variation_key"),
+                    counter.get("count"),
+                )
+                if isinstance(flag, str) and isinstance(count, int) and count > 0:
+                    key = (flag[:200], str(variation)[:200])
+                    if key in evaluations or len(evaluations) < 10_000:
+                        evaluations[key] = evaluations.get(key, 0) + count
+
+    async def _evaluate(self, request: Request) -> Response:
         try:
-            document = parse_json(request.body)
+            document = parse_json(await request.body())
         except ValueError as exc:
             return _error(400, "bad_request", str(exc))
         if not isinstance(document, dict):
@@ -254,10 +365,10 @@ class App:
         if not isinstance(flag_key, str) or not flag_key:
             return _error(400, "bad_request", "'flag_key' must be a non-empty string")
         try:
-            context = _sdk_context(document.get("context"))
+            context = sdk_context(document.get("context"))
         except (InvalidContextError, ValueError) as exc:
             return _error(400, "invalid_context", str(exc))
-        ruleset = self._watcher.snapshot.ruleset
+        ruleset = self._source.snapshot.ruleset
         flag = ruleset.flags.get(flag_key)
         if flag is None:
             result = not_found(flag_key)
@@ -267,44 +378,86 @@ class App:
             )
         return json_response(200, evaluate_flag(flag, context._values, ruleset).to_dict())
 
-    def _stream(self, request: Request) -> Stream:
-        return Stream(self._pump, headers=_SSE_HEADERS)
-
-    def _pump(self, write: Callable[[bytes], None]) -> None:
-        """Send the ruleset now and on every change, and a ping when idle; until stop/close."""
-        with self._changed:
-            self._stream_clients += 1
-        try:
-            sent: Snapshot | None = None
-            while True:
-                deadline = time.monotonic() + self._ping_interval
-                with self._changed:
-                    while not self._stopping and self._watcher.snapshot is sent:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            break
-                        self._changed.wait(remaining)
-                    if self._stopping:
-                        return
-                snapshot = self._watcher.snapshot
-                if snapshot is not sent:
-                    write(snapshot.sse_frame)
-                    sent = snapshot
-                else:
-                    write(b'event: ping\ndata: {"time":%d}\n\n' % int(time.time() * 1000))
-        finally:
-            with self._changed:
-                self._stream_clients -= 1
-
     # -- OFREP ---------------------------------------------------------------------------------
 
-    def _ofrep_one(self, request: Request) -> Response:
-        key = unquote(request.path[len(_OFREP_FLAGS) + 1 :])
-        return _ofrep.evaluate_one(self._watcher.snapshot.ruleset, key, request.body)
+    async def _ofrep_one(self, request: Request) -> Response:
+        key = request.path_params["key"]
+        body = await request.body()
+        return _ofrep.evaluate_one(self._source.snapshot.ruleset, key, body)
 
-    def _ofrep_bulk(self, request: Request) -> Response:
-        ruleset = self._watcher.snapshot.ruleset
-        return _ofrep.evaluate_all(ruleset, request.body, request.headers.get("if-none-match"))
+    async def _ofrep_bulk(self, request: Request) -> Response:
+        body = await request.body()
+        ruleset = self._source.snapshot.ruleset
+        return _ofrep.evaluate_all(ruleset, body, request.headers.get("if-none-match"))
+
+    # -- streams -------------------------------------------------------------------------------
+
+    async def stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /sdk/stream``: the ruleset now and on every change, a ping when idle."""
+        assert self._loop is not None
+        self.stream_clients += 1
+        self._metrics.count_request("/api/v1/sdk/stream", 200)
+        if _log.isEnabledFor(logging.DEBUG):
+            access(scope, 200, "-")
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        gone = self._loop.create_task(_until_disconnect(receive))
+        try:
+            sent: Snapshot | None = None
+            while not self._stopping:
+                changed = self._changed
+                assert changed is not None
+                snapshot = self._source.snapshot
+                if snapshot is not sent:
+                    frame = snapshot.sse_frame
+                    sent = snapshot
+                else:
+                    frame = b'event: ping\ndata: {"time":%d}\n\n' % int(self._loop.time() * 1000)
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                done, _ = await asyncio.wait(
+                    (changed, gone), timeout=self._ping_interval, return_when="FIRST_COMPLETED"
+                )
+                if gone in done:
+                    return
+        finally:
+            self.stream_clients -= 1
+            if not gone.done():
+                gone.cancel()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _StreamEndpoint:
+    """The ASGI app of ``/sdk/stream`` (method and key checks, then ``App.stream``)."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self._app
+        request = Request(scope)
+        if scope["method"] != "GET":
+            response = json_response(
+                405, {"error": "method_not_allowed", "message": "use GET"}, {"Allow": "GET"}
+            )
+        elif problem := app.check_key(request.headers):
+            response = app.unauthorized(problem)
+        else:
+            await app.stream(scope, receive, send)
+            return
+        app._metrics.count_request("/api/v1/sdk/stream", response.status_code)
+        if _log.isEnabledFor(logging.DEBUG):
+            access(scope, response.status_code, len(response.body))
+        await response(scope, receive, send)
+
+
+def access(scope: Scope, status: int, size: int | str) -> None:
+    """The DEBUG access log line: request line (no query, no headers), status, size."""
+    line = f"{scope['method']} {scope['path'][:200]} HTTP/{scope['http_version']}"
+    _log.debug("phaseflag serve: %r %d %s", line, status, size)
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _events_problem(document: Any) -> str | None:
@@ -324,7 +477,7 @@ def _events_problem(document: Any) -> str | None:
     return None
 
 
-def _sdk_context(raw: Any) -> EvaluationContext:
+def sdk_context(raw: Any) -> EvaluationContext:
     """``{"user_id", "session_id", "attributes"}`` -> EvaluationContext (absent: empty)."""
     if raw is None:
         return EvaluationContext()

@@ -10,11 +10,13 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any, Final
 
+from starlette.responses import Response
+
 from .._errors import InvalidContextError
 from .._evaluation import evaluate_flag
 from .._model import Flag, Ruleset
 from ..types import EvaluationContext, EvaluationResult, Reason
-from ._http import Response, json_response, parse_json
+from ._json import dumps, json_response, parse_json
 
 __all__ = ["evaluate_all", "evaluate_one", "ofrep_reason"]
 
@@ -88,12 +90,12 @@ def evaluate_all(ruleset: Ruleset, body: bytes, if_none_match: str | None) -> Re
         "flags": [_item(ruleset, flag, context) for flag in ruleset.flags.values()],
         "metadata": {"rulesetVersion": ruleset.version},
     }
-    response = json_response(200, payload)
-    etag = '"' + hashlib.sha256(response.body).hexdigest()[:32] + '"'
-    headers = (("ETag", etag), ("Cache-Control", "no-cache"))
+    body = dumps(payload)
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if if_none_match is not None and etag_matches(if_none_match, etag):
-        return Response(304, headers=headers)
-    return Response(200, response.body, response.content_type, headers)
+        return Response(None, 304, headers)
+    return Response(body, 200, headers, "application/json")
 
 
 def etag_matches(if_none_match: str, etag: str) -> bool:

@@ -1,50 +1,89 @@
-"""PhaseFlagServer: the lifecycle of ``phaseflag serve`` (threads, sockets, files) and ``run``."""
+"""PhaseFlagServer: the lifecycle of ``phaseflag serve`` (event loop thread, socket, files)."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
 import os
-import signal
+import socket
 import threading
 from collections.abc import Sequence
-from types import FrameType, TracebackType
+from types import TracebackType
+from typing import Any
+
+import uvicorn
 
 from .._errors import ConfigError
 from .._model import Ruleset
-from ._app import App, EventLog
-from ._http import HTTPServer, Limits
+from ._app import App, Source
+from ._eventlog import EventLog
+from ._limits import Limits
+from ._metrics import Metrics
+from ._protocol import Guard, guarded_protocol
 from ._watch import RulesetWatcher
 
-__all__ = ["PhaseFlagServer", "run"]
+__all__ = ["PhaseFlagServer", "bind"]
 
 _log = logging.getLogger("phaseflag")
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is in the [server] extra
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def bind(host: str, port: int, backlog: int = 4096) -> socket.socket:
+    """A listening TCP socket (SO_REUSEADDR); ConfigError naming the problem when it fails."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=backlog)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                "port",
+                f"{host}:{port} is already in use",
+                "stop what holds it or pick another with --port",
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ConfigError(
+                "port", f"not allowed to listen on {host}:{port}", "use a port above 1023"
+            ) from None
+        raise ConfigError(
+            "host", f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+
+
 class PhaseFlagServer:
-    """A PhaseFlag-compatible API (and OFREP) server over one ruleset file.
+    """A PhaseFlag-compatible API (and OFREP) server over one ruleset file, on uvicorn.
 
     Serves ``/api/v1/sdk/ruleset``, ``/sdk/stream``, ``/sdk/events``, ``/sdk/evaluate``,
-    ``/ofrep/v1/evaluate/flags[/{key}]`` and ``/healthz``. The file is polled every
-    ``poll_interval`` seconds; a valid change is served (and pushed to stream clients)
-    within one poll, an invalid one is refused with an error log while the last good
-    version stays. ``api_keys`` empty means an open server (a warning is logged).
+    ``/ofrep/v1/evaluate/flags[/{key}]``, ``/healthz``, ``/metrics`` and, with ``ui=True``,
+    the dashboard at ``/ui``. The file is polled every ``poll_interval`` seconds; a valid
+    change is served (and pushed to every stream) within one poll, an invalid one is
+    refused with an error log while the last good version stays. ``api_keys`` empty
+    means an open server (a warning is logged; the ``phaseflag serve`` command refuses
+    that unless ``--no-auth``).
 
-    ``poll_interval`` is the file poll period, ``ping_interval`` the seconds between
-    keep-alive pings on an idle stream, ``limits`` the request limits (1 MiB bodies,
-    16 KiB headers, ...). The constructor only checks and assigns: ConfigError for a
-    malformed API key (its text is never shown).
+    ``limits`` bounds clients and requests (Limits). ``events_out`` is a JSON-lines file
+    rotated at ``events_max_bytes`` keeping ``events_keep`` old files. ``source`` replaces
+    the file with another ruleset source (relay mode). ``sock`` is a listening socket to
+    serve on instead of binding ``host``/``port`` (``--workers``). The constructor only
+    checks and assigns: ConfigError for a malformed API key (its text is never shown).
 
-    ``start()`` loads the file (raising ConfigError when it or ``events_out`` cannot be
-    opened, RulesetError when it is invalid), binds (OSError when the port is taken) and
-    starts the ``phaseflag-server`` accept thread, the ``phaseflag-server-watch`` poller
-    and one ``phaseflag-server-conn`` daemon thread per connection. ``stop()`` closes
-    every connection and joins all of them; it is idempotent. Both are safe to call from
-    any thread; use as a context manager.
+    ``start()`` loads the ruleset (ConfigError when it or ``events_out`` cannot be opened or
+    the port is taken, RulesetError when it is invalid) and serves in the
+    ``phaseflag-server`` thread (one asyncio loop for every connection) while
+    ``phaseflag-server-watch`` polls the file. ``stop()`` ends every stream and connection
+    and joins both; it is idempotent. Both are safe from any thread; use as a context manager.
     """
 
     def __init__(
         self,
-        ruleset_path: str | os.PathLike[str],
+        ruleset_path: str | os.PathLike[str] | None,
         host: str = "127.0.0.1",
         port: int = 0,
         api_keys: Sequence[str] = (),
@@ -53,6 +92,11 @@ class PhaseFlagServer:
         poll_interval: float = 0.2,
         ping_interval: float = 15.0,
         limits: Limits | None = None,
+        events_max_bytes: int | None = None,
+        events_keep: int = 5,
+        ui: bool = False,
+        source: Any = None,
+        sock: socket.socket | None = None,
     ) -> None:
         if isinstance(api_keys, str):
             raise ConfigError("api_keys", "must be a sequence of keys, not one string")
@@ -61,20 +105,29 @@ class PhaseFlagServer:
                 raise ConfigError(
                     "api_keys", f"key #{index + 1} is empty, not a str, or has spaces around it"
                 )
-        self.ruleset_path = os.fspath(ruleset_path)
+        if ruleset_path is None and source is None:
+            raise ConfigError("ruleset_path", "give a ruleset file (or an upstream source)")
+        self.ruleset_path = None if ruleset_path is None else os.fspath(ruleset_path)
         self.host = host
         self._requested_port = port
         self._api_keys = tuple(api_keys)
         self._events_out = events_out
+        self._events_max_bytes = events_max_bytes
+        self._events_keep = events_keep
         self._poll_interval = poll_interval
         self._ping_interval = ping_interval
         self._limits = limits or Limits()
+        self._ui = ui
+        self._given_source = source
+        self._given_sock = sock
         self._lock = threading.Lock()
-        self._httpd: HTTPServer | None = None
-        self._watcher: RulesetWatcher | None = None
+        self._sock: socket.socket | None = None
+        self._bound_port = 0
+        self._source: Any = None
         self._app: App | None = None
         self._events: EventLog | None = None
         self._thread: threading.Thread | None = None
+        self._uvicorn: uvicorn.Server | None = None
 
     def __repr__(self) -> str:
         keys = f"{len(self._api_keys)} keys" if self._api_keys else "open"
@@ -95,8 +148,7 @@ class PhaseFlagServer:
     @property
     def port(self) -> int:
         """The bound port (the one picked by the OS when ``port=0``), or the requested one."""
-        httpd = self._httpd
-        return self._requested_port if httpd is None else int(httpd.server_address[1])
+        return self._bound_port or self._requested_port
 
     @property
     def url(self) -> str:
@@ -107,39 +159,87 @@ class PhaseFlagServer:
     @property
     def ruleset(self) -> Ruleset:
         """The ruleset being served; raises RuntimeError before ``start()``."""
-        if self._watcher is None:
+        if self._source is None:
             raise RuntimeError("PhaseFlagServer is not started")
-        return self._watcher.snapshot.ruleset
+        ruleset: Ruleset = self._source.snapshot.ruleset
+        return ruleset
 
     @property
     def etag(self) -> str:
         """The ETag of the ruleset being served."""
-        if self._watcher is None:
+        if self._source is None:
             raise RuntimeError("PhaseFlagServer is not started")
-        return self._watcher.snapshot.etag
+        etag: str = self._source.snapshot.etag
+        return etag
+
+    @property
+    def app(self) -> App:
+        """The routes (for the dashboard's counts and tests); RuntimeError before start()."""
+        if self._app is None:
+            raise RuntimeError("PhaseFlagServer is not started")
+        return self._app
 
     def start(self) -> None:
         """Load the ruleset, bind, and serve in background threads; a no-op when running."""
         with self._lock:
             if self._thread is not None:
                 return
-            events = EventLog(self._events_out)
-            watcher = RulesetWatcher(self.ruleset_path, interval=self._poll_interval)
-            watcher.load()
-            app = App(watcher, events, api_keys=self._api_keys, ping_interval=self._ping_interval)
-            watcher.on_change = app.notify_change
+            events = EventLog(
+                self._events_out, max_bytes=self._events_max_bytes, keep=self._events_keep
+            )
+            source: Source
+            if self._given_source is not None:
+                source = self._given_source
+                source.load()
+            else:
+                assert self.ruleset_path is not None
+                source = watcher = RulesetWatcher(self.ruleset_path, interval=self._poll_interval)
+                watcher.load()
+            metrics = Metrics()
+            app = App(
+                source,
+                events,
+                metrics,
+                api_keys=self._api_keys,
+                ping_interval=self._ping_interval,
+                ui=self._ui,
+            )
             events.open()
             try:
-                httpd = HTTPServer((self.host, self._requested_port), app, self._limits)
+                sock = self._given_sock or bind(self.host, self._requested_port)
             except BaseException:
                 events.close()
                 raise
-            self._events, self._watcher, self._app, self._httpd = events, watcher, app, httpd
+            source.on_change = app.notify_change
+            forward = getattr(source, "forward", None)
+            if forward is not None:
+                app.forward_to(forward, source.forward_stats)  # type: ignore[attr-defined]
+            guard = Guard(self._limits, metrics.count_refused)
+            config = uvicorn.Config(
+                app.asgi,
+                http=guarded_protocol(guard),
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                server_header=False,
+                timeout_keep_alive=int(max(1, self._limits.idle_timeout)),
+                timeout_graceful_shutdown=1,
+                ws="none",
+            )
+            server = uvicorn.Server(config)
+            ready = threading.Event()
+            self._events, self._source, self._app = events, source, app
+            self._sock, self._uvicorn = sock, server
+            self._bound_port = int(sock.getsockname()[1])
             self._thread = threading.Thread(
-                target=httpd.serve, name="phaseflag-server", daemon=True
+                target=self._serve,
+                args=(server, app, sock, ready),
+                name="phaseflag-server",
+                daemon=True,
             )
             self._thread.start()
-            watcher.start()
+            ready.wait(10)
+            source.start()
         if not self._api_keys:
             _log.warning(
                 "phaseflag serve: no API keys configured: anyone who can reach %s can read "
@@ -148,67 +248,58 @@ class PhaseFlagServer:
             )
         _log.info("phaseflag serve: listening on %s", self.url)
 
+    @staticmethod
+    def _serve(
+        server: uvicorn.Server, app: App, sock: socket.socket, ready: threading.Event
+    ) -> None:
+        loop = _new_loop()
+        asyncio.set_event_loop(loop)
+
+        async def main() -> None:
+            app.bind(asyncio.get_running_loop())
+            task = asyncio.ensure_future(server.serve(sockets=[sock]))
+            while not server.started and not task.done():
+                await asyncio.sleep(0.002)
+            ready.set()
+            await task
+
+        try:
+            loop.run_until_complete(main())
+        except Exception:
+            _log.exception("phaseflag serve: the server loop failed")
+        finally:
+            ready.set()
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+            loop.run_until_complete(asyncio.sleep(0))
+            loop.close()
+
     def reload(self) -> bool:
         """Re-read the ruleset file now; True when a new version is being served.
 
         An invalid file is refused (logged), exactly as when the poller finds it.
         """
-        if self._watcher is None:
+        if self._source is None:
             raise RuntimeError("PhaseFlagServer is not started")
-        return self._watcher.check(force=True)
+        changed: bool = self._source.check(force=True)
+        return changed
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop accepting, end every stream and connection, join all threads; idempotent."""
         with self._lock:
-            thread, httpd = self._thread, self._httpd
+            thread, server = self._thread, self._uvicorn
             self._thread = None
-            if thread is None or httpd is None:
+            if thread is None or server is None:
                 return
-            assert self._watcher is not None and self._app is not None
-            assert self._events is not None
-            self._watcher.stop(timeout)
+            assert self._app is not None and self._events is not None
+            self._source.stop(timeout)
             self._app.stop()
-            httpd.stop_serving(timeout)
+            server.should_exit = True
             thread.join(timeout)
-            httpd.server_close()
-            httpd.close_connections(timeout)
+            if thread.is_alive():
+                server.force_exit = True
+                thread.join(timeout)
+            if self._sock is not None:
+                self._sock.close()
             self._events.close()
         _log.info("phaseflag serve: stopped")
-
-
-def run(
-    ruleset_path: str,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    api_keys: Sequence[str] = (),
-    events_out: str | None = None,
-) -> None:
-    """Serve ``ruleset_path`` until KeyboardInterrupt or SIGTERM (``phaseflag serve``).
-
-    Logs the URL at INFO (configuring basic logging to stderr when nothing else has).
-    Raises like ``PhaseFlagServer.start()`` when it cannot start.
-    """
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    done = threading.Event()
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-
-        def on_sigterm(signum: int, frame: FrameType | None) -> None:
-            done.set()
-
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
-    server = PhaseFlagServer(
-        ruleset_path, host=host, port=port, api_keys=api_keys, events_out=events_out
-    )
-    try:
-        server.start()
-        while not done.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)

@@ -23,7 +23,7 @@ from .._loop import Loop
 from .._model import Ruleset
 from .._schema import MAX_DOCUMENT_BYTES
 
-__all__ = ["RulesetWatcher", "Snapshot", "build_snapshot"]
+__all__ = ["RulesetWatcher", "Snapshot", "build_snapshot", "report_invalid_flags"]
 
 _log = logging.getLogger("phaseflag")
 
@@ -73,6 +73,20 @@ def build_snapshot(ruleset: Ruleset) -> Snapshot:
     )
 
 
+def report_invalid_flags(snapshot: Snapshot) -> None:
+    """Log the flags a served ruleset isolates as INVALID_FLAG (one line, then each)."""
+    problems = snapshot.ruleset.problems
+    if not problems:
+        return
+    _log.warning(
+        "phaseflag serve: ruleset version %d has %d invalid flag(s), served as INVALID_FLAG "
+        "(phaseflag validate shows them): %s",
+        snapshot.version,
+        len(problems),
+        "; ".join(f"{where}: {message}" for where, message in problems[:20]),
+    )
+
+
 class RulesetWatcher:
     """Serve the newest valid ruleset of one file, polling it in ``phaseflag-server-watch``.
 
@@ -101,7 +115,14 @@ class RulesetWatcher:
         self._good_digest = b""  # SHA-256 of the raw bytes being served
         self._bad_digest = b""  # ... and of the last refused ones (logged once)
         self._last_error: str | None = None
+        self.reloads = 0
+        self.reload_errors = 0
         self._loop = Loop("server-watch", self._step)
+
+    @property
+    def description(self) -> str:
+        """Where the ruleset comes from, for ``/healthz``."""
+        return f"file {self.path}"
 
     @property
     def snapshot(self) -> Snapshot:
@@ -118,15 +139,21 @@ class RulesetWatcher:
 
     def load(self) -> Snapshot:
         """Read and apply the file now; raises ConfigError or RulesetError."""
+        if os.path.isdir(self.path):
+            raise ConfigError(
+                "ruleset_path", f"{self.path!r} is a directory", "give the ruleset's JSON file"
+            )
         with self._lock:
-            stat = self._stat_file()
-            if stat is None:
+            try:
+                with open(self.path, "rb") as handle:
+                    stat = self._stat_of(os.fstat(handle.fileno()))
+                    raw = handle.read(MAX_DOCUMENT_BYTES + 1)
+            except OSError as exc:
                 raise ConfigError(
-                    "ruleset_path", f"cannot read {self.path!r}", "give an existing JSON file"
-                )
-            raw = self._read()
-            if raw is None:
-                raise ConfigError("ruleset_path", f"cannot read {self.path!r}")
+                    "ruleset_path",
+                    f"cannot read {self.path!r}: {exc.strerror or exc}",
+                    "give an existing, readable JSON file",
+                ) from None
             snapshot = build_snapshot(load_ruleset(raw))
             self._snapshot = snapshot
             self._remember(stat)
@@ -137,6 +164,7 @@ class RulesetWatcher:
             len(snapshot.ruleset.flags),
             self.path,
         )
+        report_invalid_flags(snapshot)
         return snapshot
 
     def start(self) -> None:
@@ -191,9 +219,12 @@ class RulesetWatcher:
 
     def _stat_file(self) -> tuple[int, int, int] | None:
         try:
-            st = os.stat(self.path)
+            return self._stat_of(os.stat(self.path))
         except OSError:
             return None
+
+    @staticmethod
+    def _stat_of(st: os.stat_result) -> tuple[int, int, int]:
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _read(self) -> bytes | None:
@@ -211,6 +242,7 @@ class RulesetWatcher:
         if reason == self._last_error:
             return  # logged when first seen
         self._last_error = reason
+        self.reload_errors += 1
         current = self._snapshot
         _log.error(
             "phaseflag serve: refused the new contents of %s: %s; still serving version %s",
@@ -220,6 +252,7 @@ class RulesetWatcher:
         )
 
     def _announce(self, previous: Snapshot, snapshot: Snapshot) -> None:
+        self.reloads += 1
         if snapshot.version <= previous.version:
             _log.warning(
                 "phaseflag serve: %s changed but its version did not grow (%d -> %d); "
@@ -233,5 +266,6 @@ class RulesetWatcher:
             snapshot.version,
             len(snapshot.ruleset.flags),
         )
+        report_invalid_flags(snapshot)
         if self.on_change is not None:
             self.on_change(snapshot)
