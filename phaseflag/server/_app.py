@@ -19,7 +19,7 @@ from typing import Any, Final, Protocol
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from .._errors import InvalidContextError
@@ -140,7 +140,7 @@ class App:
             _OFREP_FLAGS: {"POST": self._ofrep_bulk},
             _OFREP_FLAGS + "/{key:path}": {"POST": self._ofrep_one},
         }
-        routes: list[Route] = [
+        routes: list[BaseRoute] = [
             Route(path, self._dispatcher(path, table), methods=_ALL_METHODS)
             for path, table in methods.items()
         ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import json
 import os
 import threading
@@ -101,10 +100,8 @@ class EventLog:
     def _undo(self, handle: IO[bytes], start: int) -> None:
         """Drop what a failed write left (buffered or on disk)."""
         assert self.path is not None
-        try:
+        with contextlib.suppress(OSError):  # the buffered rest is discarded with the handle
             handle.close()
-        except OSError:
-            pass  # the buffered rest is discarded with the handle
         with contextlib.suppress(OSError):
             os.truncate(self.path, start)
         self._file = open(self.path, "ab")  # noqa: SIM115

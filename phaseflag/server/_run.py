@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from types import FrameType
 from typing import Any
 
@@ -45,7 +44,7 @@ def run(
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     _quiet_uvicorn()
-    factory: Any = options.pop("source_factory", None)
+    factory: Any = options.pop("source_factory") if "source_factory" in options else None
     if workers <= 1:
         if factory is not None:
             options["source"] = factory()
@@ -99,10 +98,10 @@ def run(
             if pid == 0:
                 stopping.wait(0.2)
                 continue
-            number = children.pop(pid, None)
-            if number is not None and not stopping.is_set():
+            number = children.pop(pid, -1)
+            if number >= 0 and not stopping.is_set():
                 _log.error("phaseflag serve: worker %d exited (%d); restarting it", number, status)
-                time.sleep(0.5)  # a worker failing at start must not spin
+                stopping.wait(0.5)  # a worker failing at start must not spin
                 spawn(number)
     except KeyboardInterrupt:
         pass
