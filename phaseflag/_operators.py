@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Any, Final
 
 from ._model import Condition, Segment, Test, Values
-from ._regex import regex_hazard
+from ._regex import RegexError, compile_regex
 
 __all__ = [
     "MAX_REGEX_INPUT",
@@ -255,21 +255,16 @@ def _matches(attr: str, operands: list[Any], negate: bool, fold: bool) -> Test:
         if len(pattern) > MAX_REGEX_LENGTH:
             raise InvalidCondition(f"regex longer than {MAX_REGEX_LENGTH} characters")
         try:
-            hazard = regex_hazard(pattern)
-            patterns.append(re.compile(pattern, re.IGNORECASE if fold else 0).search)
-        except (re.error, RecursionError, OverflowError) as exc:
+            patterns.append(compile_regex(pattern, ignore_case=fold))
+        except RegexError as exc:
             raise InvalidCondition(f"bad regex {pattern!r}: {exc}") from None
-        if hazard is not None:
-            raise InvalidCondition(
-                f"regex {pattern!r} uses {hazard}, which can backtrack catastrophically"
-            )
     searches = tuple(patterns)
 
     def test(values: Values) -> bool:
         value = values.get(attr)
         if type(value) is not str or len(value) > MAX_REGEX_INPUT:
             return False
-        return any(search(value) is not None for search in searches) is not negate
+        return any(search(value) for search in searches) is not negate
 
     return test
 

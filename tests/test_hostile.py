@@ -299,25 +299,39 @@ def test_nan_weight_is_a_ruleset_error() -> None:
 
 # -- regular expressions ------------------------------------------------------------------------
 
-# Patterns that backtrack exponentially or polynomially, with an input that makes them do it.
-BACKTRACKERS = [
-    (r"(a+)+$", "a" * 40 + "!"),
-    (r"(a*)*b", "a" * 40),
-    (r"((ab)*c?)+$", "ab" * 30 + "!"),
-    (r"(\w+\s?)+$", "word " * 20 + "!"),
+# ``matches`` runs on RE2: matching is linear in the input by construction, so patterns that
+# make a backtracking engine exponential are accepted and fast. Each entry: the pattern,
+# case_insensitive, and an input that makes a backtracking engine explode.
+_EMAIL = "a" * 240 + "@" + "b." * 134 + "c"  # 509 characters: ".edu" never comes
+ISSUE_TABLE = [  # issue 10, first row: each took 5-10+ s per read on the backtracking engine
+    (r".*x.*x.*x.*y", False, "x" * 256),
+    (r"\d*0\d*0\d*0\d*!", False, "0" * 256),
+    ("[\u0430-\u044f]*[\u0430-\u044f]*[\u0430-\u044f]*[\u0430-\u044f]*!", False, "я" * 256),
+    (r"a*A*a*A*a*A*!", True, "a" * 64),
+    (r".*@.*\..*\.edu$", False, _EMAIL),
 ]
-# Accepted today, yet just as explosive: alternation and optional groups under repetition,
-# and quantifiers that can split the same text between them.
-# (``(\w|\d)+`` is not here: re's parser merges it into one character class, which
-# is linear per position; the timing test below covers it.)
-UNREFUSED_BACKTRACKERS = [
-    (r"(a|aa)+$", "a" * 40 + "!"),
-    (r"(a|a)+$", "a" * 40 + "!"),
-    (r"(a|ab)*c", "ab" * 40 + "!"),
-    (r"(x?){30}x{30}", "x" * 30),
-    (r"^(.*a){12}$", "a" * 40 + "!"),
-    (r".*.*=.*", "a" * 4000),
-    (r"a*a*a*a*a*b", "a" * 4000),
+CATASTROPHIC = [  # the classic corpus (OWASP ReDoS, Davis et al.), with their evil inputs
+    (r"(a+)+$", False, "a" * 40 + "!"),
+    (r"(a*)*b", False, "a" * 40),
+    (r"((ab)*c?)+$", False, "ab" * 30 + "!"),
+    (r"(\w+\s?)+$", False, "word " * 20 + "!"),
+    (r"(a|aa)+$", False, "a" * 40 + "!"),
+    (r"(a|a)+$", False, "a" * 40 + "!"),
+    (r"(a|ab)*c", False, "ab" * 40 + "!"),
+    (r"(x?){30}x{30}", False, "x" * 30),
+    (r"^(.*a){12}$", False, "a" * 40 + "!"),
+    (r".*.*=.*", False, "a" * 512),
+    (r"a*a*a*a*a*b", False, "a" * 512),
+    (r"^(([a-z])+.)+[A-Z]([a-z])+$", False, "a" * 40 + "!"),
+    (
+        r"^([a-zA-Z0-9])(([\-.]|[_]+)?([a-zA-Z0-9]+))*(@){1}[a-z0-9]+[.]{1}(([a-z]{2,3})|([a-z]{2,3}[.]{1}[a-z]{2,3}))$",
+        False,
+        "a" * 50 + "!",
+    ),
+    (r"^(\d+)*$", False, "1" * 40 + "x"),
+    (r"(.*){1,100}[bc]", False, "a" * 100),
+    (r"(\s*.*\s*=)+", False, " " * 300),
+    (r"^(a|b|ab)*c$", False, "ab" * 40),
 ]
 # Everyday patterns that must stay accepted.
 EVERYDAY = [
@@ -328,52 +342,91 @@ EVERYDAY = [
     r"(?i)^(us|ca|mx)$",
     r"@(acme|initech)\.com$",
 ]
+# Constructs RE2 lacks: refused at compile time, the message saying why.
+UNSUPPORTED = [
+    (r"(?>(a+)+b)", "atomic groups"),  # issue 10's table: accepted, then 5+ s per read
+    (r"(a)\1", "backreferences"),
+    (r"(?P<x>a)(?P=x)", "backreferences"),
+    (r"foo(?=bar)", "lookahead"),
+    (r"foo(?!bar)", "lookahead"),
+    (r"(?<=a)b", "lookbehind"),
+    (r"(?<!a)b", "lookbehind"),
+    (r"a++b", "possessive"),
+    (r"a*+b", "possessive"),
+    (r"a{2}+b", "possessive"),
+    (r"a?+b", "possessive"),
+]
 
 
-def regex_flag(key: str, pattern: str) -> dict[str, Any]:
+def regex_flag(key: str, pattern: str, fold: bool = False) -> dict[str, Any]:
     """A boolean flag that serves ``on`` when attribute ``s`` matches ``pattern``."""
-    return boolean_flag(key, False, rules=[rule("s", "matches", [pattern], "on")])
+    flag = boolean_flag(key, False, rules=[rule("s", "matches", [pattern], "on")])
+    if fold:
+        flag["rules"][0]["conditions"][0]["case_insensitive"] = True
+    return flag
 
 
-def is_refused(pattern: str) -> bool:
-    """True when a flag using ``pattern`` is isolated as INVALID_FLAG at compile time."""
+def refusal(pattern: str) -> str | None:
+    """The INVALID_FLAG message for a flag using ``pattern``, or None when it compiles."""
     compiled = compile_ruleset(ruleset(regex_flag("r", pattern)))
-    return compiled.flags["r"].error is not None
+    error = compiled.flags["r"].error
+    return None if error is None else str(error)
 
 
 class TestRegex:
-    @pytest.mark.parametrize(("pattern", "text"), BACKTRACKERS)
-    def test_nested_quantifiers_refused(self, pattern: str, text: str) -> None:
-        """Nested quantifiers are refused at compile time: only that flag is INVALID_FLAG."""
-        assert is_refused(pattern)
+    @pytest.mark.parametrize(("pattern", "why"), UNSUPPORTED)
+    def test_constructs_re2_lacks_are_refused_with_the_reason(self, pattern: str, why: str) -> None:
+        """Backreferences, lookaround, atomic groups and possessive quantifiers isolate the flag
+        (INVALID_FLAG), and the message names the construct."""
+        message = refusal(pattern)
+        assert message is not None
+        assert why in message
+        result = evaluate(
+            compile_ruleset(ruleset(regex_flag("r", pattern))),
+            "r",
+            EvaluationContext(attributes={"s": "aab"}),
+        )
+        assert result.error_code == ErrorCode.INVALID_FLAG
+        assert why in (result.error_message or "")
 
-    def test_other_backtracking_constructs_refused(self) -> None:
-        """Quantified alternation, repeated optional groups and overlapping quantifiers are
-        refused too."""
-        accepted = [p for p, _ in UNREFUSED_BACKTRACKERS if not is_refused(p)]
-        assert accepted == []
+    @pytest.mark.parametrize(("pattern", "fold", "text"), ISSUE_TABLE + CATASTROPHIC)
+    def test_catastrophic_patterns_are_accepted(self, pattern: str, fold: bool, text: str) -> None:
+        """RE2 needs no hazard guard: patterns that explode a backtracking engine compile."""
+        assert refusal(pattern) is None
 
     @pytest.mark.parametrize("pattern", EVERYDAY)
     def test_everyday_patterns_accepted(self, pattern: str) -> None:
         """Ordinary targeting patterns compile and match."""
-        assert not is_refused(pattern)
+        assert refusal(pattern) is None
 
-    def test_input_over_the_cap_is_false_at_once(self) -> None:
-        """A context string longer than MAX_REGEX_INPUT makes ``matches`` false without a search."""
+    def test_case_insensitive_maps_to_re2(self) -> None:
+        """``case_insensitive`` folds case (RE2's case_sensitive=False), Unicode included."""
+        compiled = compile_ruleset(ruleset(regex_flag("r", r"^straße$", fold=True)))
+        for text, expected in [("STRAßE", "on"), ("Straße", "on"), ("strasse", "off")]:
+            got = evaluate(compiled, "r", EvaluationContext(attributes={"s": text}))
+            assert got.variation_key == expected, text
+
+    def test_lone_surrogates_never_raise(self) -> None:
+        """A context string that is not valid Unicode text is searched, not an error."""
+        compiled = compile_ruleset(ruleset(regex_flag("r", "a")))
+        result = evaluate(compiled, "r", EvaluationContext(attributes={"s": "\ud800a"}))
+        assert result.variation_key == "on"
+
+    def test_input_over_the_cap_is_false(self) -> None:
+        """A context string longer than MAX_REGEX_INPUT makes ``matches`` false, negated or not."""
         compiled = compile_ruleset(ruleset(regex_flag("r", r"a$")))
         long_text = "a" * (MAX_REGEX_INPUT + 1)
-        start = time.perf_counter()
         result = evaluate(compiled, "r", EvaluationContext(attributes={"s": long_text}))
-        assert time.perf_counter() - start < 0.001
         assert result.variation_key == "off"
 
-    def test_worst_accepted_pattern_on_the_longest_input_under_10ms(self) -> None:
-        """Every accepted pattern of a hostile corpus, on inputs of the longest length still
-        searched, evaluates in under 10 ms (measured in a child process killed after 3 s)."""
-        corpus = [p for p, _ in BACKTRACKERS + UNREFUSED_BACKTRACKERS] + EVERYDAY
-        corpus += [r"\w+x", r"[a-z]+@", r".*x", r"(a|b)+x", r"\s*.*\s*=", r"\d+\.\d+x"]
-        corpus += [r"(\w|\d)+$", r"(foo|bar)+x"]
-        times = _regex_times(corpus, budget=3.0)
+    def test_hostile_patterns_on_their_evil_inputs_stay_fast(self) -> None:
+        """Every pattern of issue 10's table and of the catastrophic corpus, on its own evil
+        input and on 512-character inputs, evaluates in under 10 ms per read (the target is
+        0.1 ms: benchmarks/bench_regex.py). Measured in a child process killed after 20 s, so
+        a pattern that still backtracks shows as ``inf`` instead of hanging the suite."""
+        cases = ISSUE_TABLE + CATASTROPHIC + [(p, False, "a" * 40) for p in EVERYDAY]
+        times = _regex_times(cases, budget=20.0)
+        assert set(times) == {p for p, _, _ in cases}
         slow = {p: ms for p, ms in times.items() if ms >= 10.0}
         assert slow == {}, slow
 
@@ -382,49 +435,49 @@ _REGEX_CHILD = """
 import json, sys, time
 from phaseflag import EvaluationContext, compile_ruleset, evaluate
 from phaseflag._operators import MAX_REGEX_INPUT
-patterns = json.loads(sys.argv[1])
+cases = json.loads(sys.stdin.read())
 flags = [{"key": f"r{i}", "type": "boolean",
           "variations": [{"key": "on", "value": True}, {"key": "off", "value": False}],
           "default": {"variation": "off"},
-          "rules": [{"conditions": [{"attribute": "s", "operator": "matches", "values": [p]}],
-                     "serve": {"variation": "on"}}]} for i, p in enumerate(patterns)]
+          "rules": [{"conditions": [{"attribute": "s", "operator": "matches", "values": [p],
+                                     "case_insensitive": fold}],
+                     "serve": {"variation": "on"}}]} for i, (p, fold, _) in enumerate(cases)]
 compiled = compile_ruleset({"schema_version": 1, "flags": flags})
 n = MAX_REGEX_INPUT
 texts = ["a" * n, "1" * n, " " * n, "x" * n, "ab" * (n // 2), ("word " * n)[:n],
-         "a" * (n - 1) + "!"]
-for i, p in enumerate(patterns):
+         "a" * (n - 1) + "!", "я" * n]
+for i, (p, fold, evil) in enumerate(cases):
     if compiled.flags[f"r{i}"].error:
         continue
     worst = 0.0
-    for text in texts:
+    for text in [evil, *texts]:
         ctx = EvaluationContext(attributes={"s": text})
+        print(json.dumps([p, None]), flush=True)  # a heartbeat: p is running
         start = time.perf_counter()
         evaluate(compiled, f"r{i}", ctx)
         worst = max(worst, time.perf_counter() - start)
-        print(json.dumps([p, None]), flush=True)  # a heartbeat: p is running
     print(json.dumps([p, worst * 1000]), flush=True)
-print(json.dumps([None, None]), flush=True)
 """
 
 
-def _regex_times(patterns: list[str], budget: float) -> dict[str, float]:
+def _regex_times(cases: list[tuple[str, bool, str]], budget: float) -> dict[str, float]:
     """Worst evaluation time (ms) of each accepted pattern; ``inf`` for one still running when
     the child process was killed at ``budget`` seconds."""
     child = subprocess.Popen(
-        [sys.executable, "-c", _REGEX_CHILD, json.dumps(patterns)],
+        [sys.executable, "-c", _REGEX_CHILD],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        out, _ = child.communicate(timeout=budget)
+        out, _ = child.communicate(json.dumps(cases), timeout=budget)
     except subprocess.TimeoutExpired:
         child.kill()
         out, _ = child.communicate()
     times: dict[str, float] = {}
     for line in out.splitlines():
         pattern, ms = json.loads(line)
-        if pattern is not None:
-            times[pattern] = math.inf if ms is None else ms
+        times[pattern] = math.inf if ms is None else ms
     return times
 
 

@@ -281,7 +281,7 @@ class TestMatches:
         assert holds("matches", ["^admin"], "ADMIN-1") is False
         assert holds("matches", ["^admin"], "ADMIN-1", case_insensitive=True) is True
 
-    @pytest.mark.parametrize("pattern", ["(", "[a-", "a{2,1}", "*a", "(?P<x>a)(?P<x>b)"])
+    @pytest.mark.parametrize("pattern", ["(", "[a-", "a{2,1}", "*a", "a{1001}"])
     def test_bad_regex_isolates(self, pattern: str) -> None:
         """A pattern that does not compile isolates the flag."""
         assert holds("matches", [pattern], "a") == INVALID
@@ -307,13 +307,13 @@ class TestMatches:
             r"(\d*)*",
         ],
     )
-    def test_nested_quantifiers_isolate(self, pattern: str) -> None:
-        """A repeated group that itself repeats can backtrack exponentially: INVALID_FLAG."""
-        assert holds("matches", [pattern], "a") == INVALID
+    def test_nested_quantifiers_compile(self, pattern: str) -> None:
+        """Nested quantifiers are safe on RE2 (linear-time matching): they compile and match."""
+        assert holds("matches", [pattern], "a") != INVALID
 
-    @pytest.mark.parametrize("pattern", [r"(a)\1", "(?P<x>a)(?P=x)"])
+    @pytest.mark.parametrize("pattern", [r"(a)\1", "(?P<x>a)(?P=x)", "(?=a)", "(?>a+)", "a++"])
     def test_backreferences_isolate(self, pattern: str) -> None:
-        """Backreferences are rejected (unbounded matching cost)."""
+        """Backreferences, lookaround, atomic groups, possessive quantifiers: RE2 has none."""
         assert holds("matches", [pattern], "aa") == INVALID
 
     @pytest.mark.parametrize("pattern", ["(ab)+", "a+b+", "(a|b)*c", "(a+)?", r"\(a+\)+", "[+*]+"])
