@@ -3,6 +3,12 @@
 Two autouse fixtures apply to every test: one fails a test that leaves a ``phaseflag-*`` thread
 alive (a client started and never stopped), one hides the shell's ``PHASEFLAG_*`` variables.
 Test modules import the plain helpers directly: ``from conftest import ruleset, wait_for``.
+
+Markers (registered in pyproject.toml): a test that starts processes, servers or sockets is
+marked ``e2e``, ``fault``, ``soak``, ``redis``, ``browser`` or ``slow``; a test using one of
+``SERVER_FIXTURES`` is marked ``e2e`` here; every other test gets ``unit``, the loop a
+maintainer runs on each edit (``python -m pytest -q -m unit``). External conformance data is
+found through ``require_conformance``: missing data skips locally and fails in CI (``CI=true``).
 """
 
 from __future__ import annotations
@@ -15,12 +21,49 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 #: Seconds a test's leftover ``phaseflag-*`` threads get to finish before the test fails.
 THREAD_LEAK_GRACE = 2.0
+
+#: Markers of the tests that only CI runs; a test with none of them is a ``unit`` test.
+CI_MARKERS = frozenset({"slow", "e2e", "fault", "soak", "redis", "browser"})
+#: Fixtures that start a real server on loopback: tests using them are ``e2e``.
+SERVER_FIXTURES = frozenset({"loopback_api", "fault_server", "tls_api", "stream_server"})
+
+#: External conformance data (never copied into the repository): ``../shared/conformance``
+#: beside the checkout, or the directory named by ``PHASEFLAG_CONFORMANCE_DIR``.
+CONFORMANCE = Path(
+    os.environ.get("PHASEFLAG_CONFORMANCE_DIR")
+    or Path(__file__).resolve().parents[2] / "shared" / "conformance"
+)
+
+
+def require_conformance(path: Path, what: str = "conformance data") -> Path:
+    """Return ``path`` if it exists; otherwise skip the test, or fail it when ``CI`` is set.
+
+    CI must never pass by skipping the conformance suites, so there a missing directory is
+    an error that names where the data was looked for.
+    """
+    if path.exists():
+        return path
+    message = f"{what} not found at {path} (set PHASEFLAG_CONFORMANCE_DIR)"
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests using a server fixture ``e2e``, and every test CI_MARKERS miss ``unit``."""
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+        if not CI_MARKERS.intersection(mark.name for mark in item.iter_markers()):
+            item.add_marker(pytest.mark.unit)
+
 
 Flag = dict[str, Any]
 Document = dict[str, Any]

@@ -18,6 +18,7 @@ def _client() -> PhaseFlagClient:
     return PhaseFlagClient(base_url="", api_key="", bootstrap_file=SAMPLE)
 
 
+@pytest.mark.e2e
 def test_quickstart_runs() -> None:
     """The README's first command prints flag values from the sample ruleset."""
     out = subprocess.run(

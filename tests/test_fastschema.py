@@ -99,6 +99,7 @@ def mutated_flags(draw: st.DrawFn) -> Any:
     return flag
 
 
+@pytest.mark.soak
 class TestAgreement:
     """compile_check(schema) answers exactly what jsonschema answers."""
 

@@ -28,7 +28,10 @@ from conftest import (
 
 from phaseflag import EvaluationEvent, PhaseFlagClient
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
+]
 
 KEY = "sdk-test-fork-0123456789abcdef"
 REPO = Path(__file__).resolve().parents[1]

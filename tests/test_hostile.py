@@ -212,6 +212,7 @@ def check_evaluations(compiled: Any, contexts: list[EvaluationContext]) -> None:
 # -- fuzzing ------------------------------------------------------------------------------------
 
 
+@pytest.mark.soak
 class TestFuzz:
     @FUZZ
     @given(document=JSON)

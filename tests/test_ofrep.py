@@ -15,6 +15,8 @@ from conftest import boolean_flag, flag, json_flag, number_flag, rule, ruleset, 
 
 from phaseflag.server import PhaseFlagServer
 
+pytestmark = pytest.mark.e2e
+
 KEY = "ofrep-key-51c0"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 #: The shared conformance files sit beside the repository (``../shared``), never inside it.

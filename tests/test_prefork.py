@@ -22,6 +22,8 @@ from conftest import ruleset, string_flag, wait_for
 
 from phaseflag.server import PhaseFlagServer
 
+pytestmark = pytest.mark.e2e
+
 KEY = "prefork-key-2b7e91d04f"
 SUPPORT = Path(__file__).resolve().parent / "e2e_support"
 ROOT = Path(__file__).resolve().parent.parent

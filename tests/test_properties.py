@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import mmh3
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,8 @@ from phaseflag._evaluation import evaluate, explain
 from phaseflag._model import Ruleset
 from phaseflag._operators import OPERATORS
 from phaseflag.types import EvaluationContext, Reason
+
+pytestmark = pytest.mark.soak
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

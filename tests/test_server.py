@@ -29,6 +29,8 @@ from phaseflag._transport import Transport
 from phaseflag.server import Limits, PhaseFlagServer
 from phaseflag.server._watch import RulesetWatcher
 
+pytestmark = pytest.mark.e2e
+
 KEY = "test-key-3f9a1c77"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 

@@ -18,6 +18,8 @@ from conftest import LoopbackAPI, phaseflag_threads, wait_for
 
 from phaseflag import EvaluationEvent, FileCache, PhaseFlagClient
 
+pytestmark = pytest.mark.soak
+
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sdk-soak-test-0123456789abcdef"
 

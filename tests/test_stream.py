@@ -24,6 +24,8 @@ from phaseflag._errors import AuthenticationError, RulesetError, TransportError
 from phaseflag._stream import Streamer
 from phaseflag._transport import Transport
 
+pytestmark = pytest.mark.e2e
+
 KEY = "sdk-test-key-0123456789"
 
 

@@ -14,6 +14,8 @@ from phaseflag import EvaluationEvent, PhaseFlagClient
 
 from .conftest import READ_P99_LIMIT_US, FaultServer, hit, read_p99_us
 
+pytestmark = pytest.mark.fault
+
 
 def track(client: PhaseFlagClient, ids: range) -> float:
     """Track one event per id (``metadata["id"]``); returns the p99 of track_event in µs."""

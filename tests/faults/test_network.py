@@ -18,6 +18,8 @@ from phaseflag import PhaseFlagClient
 
 from .conftest import CONTEXT, FaultServer, failed, hit, recovers, serves_during_fault
 
+pytestmark = pytest.mark.fault
+
 HOST = "phaseflag-test.invalid"
 
 

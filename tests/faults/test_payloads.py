@@ -13,6 +13,8 @@ from phaseflag import PhaseFlagClient
 
 from .conftest import LIMIT, FaultServer, failed, hit, recovers, serves_during_fault
 
+pytestmark = pytest.mark.fault
+
 MiB = 1024 * 1024
 
 

@@ -17,6 +17,8 @@ from phaseflag._transport import Transport
 
 from .conftest import KEY, POLL, FaultServer, failed, hit, recovers, serves_during_fault
 
+pytestmark = pytest.mark.fault
+
 
 def test_retry_after_3600_is_capped_to_ten_minutes(server: FaultServer) -> None:
     """``Retry-After: 3600`` makes the next poll wait exactly MAX_RETRY_AFTER (600 s)."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from conftest import wait_for
 
 from phaseflag import PhaseFlagClient
 from phaseflag._stream import Streamer
 
 from .conftest import FaultServer, hit, recovers, serves_during_fault
+
+pytestmark = pytest.mark.fault
 
 
 def test_garbage_stream_keeps_last_good_then_streams_again(

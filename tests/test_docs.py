@@ -1,0 +1,150 @@
+"""Every ```python snippet in README.md and docs/*.md runs, in order, as written.
+
+The snippets of one page share a namespace (a page reads like one session). The API URL and
+key the README uses are served by a real ``PhaseFlagServer`` on loopback holding the sample
+ruleset, and the illustrative paths are pointed at the sample files and a temporary
+directory; nothing else in a snippet is changed. A page that needs more than that declares
+the markers of its test in an HTML comment, e.g. ``<!-- snippet-markers: e2e redis -->``,
+and pages that start a server are ``e2e``. A snippet made of ``# app.py`` and
+``# test_app.py`` parts is written out as those files and run with pytest, as a user would.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "bootstrap_samples" / "ruleset.json"
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+#: What the README's examples connect to; the test serves exactly this URL's role locally.
+DOC_URL = "https://api.phaseflag.com/api/v1"
+DOC_KEY = "sdk-dev-xxxxxxxxxxxx"
+
+_BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+_MARKERS = re.compile(r"<!--\s*snippet-markers:\s*([\w\s]+?)\s*-->")
+
+
+def snippets(page: Path) -> list[str]:
+    """The page's ```python blocks, in order."""
+    return _BLOCK.findall(page.read_text(encoding="utf-8"))
+
+
+def _needs_server(page: Path) -> bool:
+    return DOC_URL in page.read_text(encoding="utf-8") or "PhaseFlagServer" in page.read_text(
+        encoding="utf-8"
+    )
+
+
+def _params() -> Iterator[Any]:
+    for page in PAGES:
+        if not snippets(page):
+            continue
+        text = page.read_text(encoding="utf-8")
+        marks = [getattr(pytest.mark, name) for m in _MARKERS.findall(text) for name in m.split()]
+        if _needs_server(page) and pytest.mark.e2e not in marks:
+            marks.append(pytest.mark.e2e)
+        yield pytest.param(page, marks=marks, id=str(page.relative_to(ROOT)))
+
+
+def test_every_page_with_snippets_is_collected() -> None:
+    """The README has snippets, and every docs page is in mkdocs.yml's nav."""
+    assert len(snippets(ROOT / "README.md")) >= 5
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    for page in (ROOT / "docs").glob("*.md"):
+        assert page.name in nav, f"docs/{page.name} is not in mkdocs.yml's nav"
+
+
+def test_docs_never_link_outside_the_repository() -> None:
+    """No page links to ../shared or another path outside the repository."""
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        assert "../shared" not in text, page
+        assert "DESIGN.md" not in text, page
+        for target in re.findall(r"\]\(([^)#\s]+)", text):
+            if "://" in target:
+                continue
+            resolved = (page.parent / target).resolve()
+            assert resolved.is_relative_to(ROOT), f"{page.name} links outside the repo: {target}"
+            assert resolved.exists(), f"{page.name} links to a missing file: {target}"
+
+
+def _run_pytest_example(code: str, tmp_path: Path) -> None:
+    """Write ``# app.py`` / ``# test_app.py`` parts to files and run pytest on them."""
+    parts = re.split(r"^# (\w+\.py)\n", code, flags=re.M)
+    files = dict(zip(parts[1::2], parts[2::2], strict=True))
+    assert files, "expected '# name.py' parts"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for name, body in files.items():
+        (tmp_path / name).write_text(body, encoding="utf-8")
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
+    plugins = {ep.value for ep in importlib.metadata.entry_points(group="pytest11")}
+    if "phaseflag.pytest_plugin" not in plugins:
+        args += ["-p", "phaseflag.pytest_plugin"]  # not installed: load the plugin by name
+    done = subprocess.run(
+        [*args, str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("page", list(_params()))
+def test_snippets_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each snippet of the page runs without error, after the ones before it."""
+    from phaseflag import PhaseFlagClient
+
+    monkeypatch.chdir(ROOT)
+    started: list[PhaseFlagClient] = []
+    real_start = PhaseFlagClient.start
+
+    def start(self: PhaseFlagClient) -> None:
+        started.append(self)
+        real_start(self)
+
+    monkeypatch.setattr(PhaseFlagClient, "start", start)
+    replacements = {
+        "/etc/phaseflag/bootstrap.json": str(SAMPLE),
+        "/var/cache/myapp/phaseflag": str(tmp_path / "cache"),
+    }
+    server = None
+    if DOC_URL in page.read_text(encoding="utf-8"):
+        from phaseflag.server import PhaseFlagServer
+
+        server = PhaseFlagServer(SAMPLE, api_keys=[DOC_KEY])
+        server.start()
+        replacements[DOC_URL] = server.url
+    namespace: dict[str, Any] = {"__name__": f"snippets_{page.stem}"}
+    try:
+        for number, code in enumerate(snippets(page), 1):
+            for old, new in replacements.items():
+                code = code.replace(old, new)
+            if code.startswith("# app.py"):
+                _run_pytest_example(code, tmp_path / f"example{number}")
+                continue
+            where = f"{page.relative_to(ROOT)} snippet {number}"
+            exec(compile(code, where, "exec"), namespace)
+    finally:
+        for value in list(namespace.values()):
+            if isinstance(value, PhaseFlagClient):
+                started.append(value)
+        if "openfeature" in sys.modules:
+            from openfeature import api
+
+            api.shutdown()
+        for client in started:
+            client.stop()
+        if server is not None:
+            server.stop()
