@@ -1,4 +1,5 @@
-"""Retry timing: exponential backoff with full jitter, Retry-After parsing, jittered intervals."""
+"""Retry timing: the retry policy of the sync thread, exponential backoff with full jitter,
+Retry-After parsing and jittered intervals."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ import time
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 
+from ._errors import AuthenticationError
+
 __all__ = [
     "AUTH_BACKOFF_BASE",
     "AUTH_BACKOFF_CAP",
     "MAX_RETRY_AFTER",
+    "RETRY_BASE",
+    "RETRY_CAP",
     "Backoff",
+    "RetryPolicy",
     "auth_backoff",
     "jittered",
     "parse_retry_after",
@@ -28,6 +34,12 @@ AUTH_BACKOFF_CAP = 3600.0
 MAX_RETRY_AFTER = 600.0
 """A server's Retry-After is honoured up to this many seconds (ten minutes, as the poller and the
 README promise), so a bogus header cannot stall the stream or hold events for long."""
+
+RETRY_BASE = 1.0
+"""First ceiling (seconds) of the backoff after a network error, a timeout, a 429 or a 5xx."""
+
+RETRY_CAP = 300.0
+"""Largest wait (seconds) between retries of such failures (a Retry-After may ask for more)."""
 
 # Past this exponent base * 2**n exceeds any sane cap; clamping keeps the float finite.
 _MAX_EXPONENT = 64
@@ -102,6 +114,55 @@ def auth_backoff(*, rng: random.Random | None = None) -> Backoff:
     whose key was rotated at one instant.
     """
     return Backoff(AUTH_BACKOFF_BASE, AUTH_BACKOFF_CAP, min_delay=AUTH_BACKOFF_BASE / 2, rng=rng)
+
+
+class RetryPolicy:
+    """When to try a failed sync request again, by kind of failure: the one policy that
+    polling and streaming (connects and fallback polls alike) share.
+
+    - 401/403 (AuthenticationError): the auth backoff, first retry in 30-60 s, the ceiling
+      doubling up to an hour, so a bad key never hammers the API yet a fixed one recovers;
+    - anything else (network errors, deadlines, 429, 5xx): ``uniform(0, min(cap, base *
+      2**n))``, at least the server's Retry-After up to MAX_RETRY_AFTER.
+
+    ``reset()`` after a success starts both afresh. ``base``/``cap`` default to RETRY_BASE
+    and RETRY_CAP read when the policy is made. Not thread-safe: one per retry loop.
+    """
+
+    __slots__ = ("_auth", "_transient")
+
+    def __init__(
+        self,
+        *,
+        base: float | None = None,
+        cap: float | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        base = RETRY_BASE if base is None else base
+        cap = RETRY_CAP if cap is None else cap
+        self._transient = Backoff(base, max(cap, base), rng=rng)
+        self._auth = auth_backoff(rng=rng)
+
+    def delay(self, error: BaseException) -> float:
+        """Seconds to wait before retrying after ``error``; counts the attempt."""
+        if isinstance(error, AuthenticationError):
+            return self._auth.next_delay()
+        retry_after = getattr(error, "retry_after", None)
+        return self._transient.next_delay(retry_after)
+
+    def reset(self) -> None:
+        """A request succeeded: the next failure starts from the first delay again."""
+        self._transient.reset()
+        self._auth.reset()
+
+    def reset_auth(self) -> None:
+        """The key was accepted (a stream connected): a later 401/403 starts afresh."""
+        self._auth.reset()
+
+    @property
+    def attempts(self) -> int:
+        """Failures since the last ``reset()`` that were not auth failures."""
+        return self._transient.attempts
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

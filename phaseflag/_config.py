@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from ._cache import Cache, FileCache, MemoryCache
 from ._errors import ConfigError, InvalidContextError
@@ -22,11 +22,17 @@ from .types import EvaluationContext
 __all__ = [
     "ENV_PREFIX",
     "Settings",
+    "check_api_key",
+    "check_base_url",
+    "check_headers",
     "check_types",
+    "check_verify",
     "context_from_env",
     "default_cache",
     "env_json_object",
     "fspath",
+    "positive_int",
+    "positive_seconds",
     "resolve",
 ]
 
@@ -36,7 +42,8 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
-def _positive_float(name: str, value: object) -> float:
+def positive_seconds(name: str, value: object) -> float:
+    """A finite positive number of seconds (numbers or numeric strings from the environment)."""
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -46,7 +53,8 @@ def _positive_float(name: str, value: object) -> float:
     return number
 
 
-def _positive_int(name: str, value: object) -> int:
+def positive_int(name: str, value: object) -> int:
+    """A whole number of at least 1 (ints or digit strings from the environment)."""
     if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
         raise ConfigError(name, f"{value!r} is not a whole number", "pass e.g. 100")
     try:
@@ -75,19 +83,112 @@ def _text(name: str, value: object) -> str:
     return value
 
 
-def _http_url(name: str, value: object, *, allow_empty: bool = False) -> str:
+def _http_url(name: str, value: object) -> str:
     text = _text(name, value).strip()
-    if not text and allow_empty:
-        return ""
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(text)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        valid = False
+    if not valid:
         raise ConfigError(
             name,
-            f"{text!r} is not an http(s) URL",
-            "use e.g. https://api.phaseflag.com/api/v1"
-            + (" or '' to disable HTTP" if allow_empty else ""),
+            f"{display_url(text)!r} is not an absolute http(s) URL",
+            "e.g. 'https://cdn.example.com/flags/bootstrap.json'",
         )
-    return text.rstrip("/")
+    return text
+
+
+def check_base_url(name: str, value: object) -> str:
+    """The API root without a trailing slash; ``""`` disables HTTP.
+
+    Credentials (``user:pass@``) are refused: requests would replace the SDK key with Basic
+    auth and the password would travel in every repr and log line that shows the URL.
+    """
+    fix = "use the API root including /api/v1, e.g. 'https://api.phaseflag.com/api/v1'"
+    if not isinstance(value, str):
+        raise ConfigError(name, f"must be a str, got {type(value).__name__}", fix)
+    url = value.strip().rstrip("/")
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError(
+            name,
+            f"must be an http:// or https:// URL, got {display_url(url)!r}",
+            fix + " or '' to disable HTTP",
+        )
+    if "@" in parts.netloc:
+        raise ConfigError(
+            name,
+            f"must not contain credentials (user:password@), got {display_url(url)!r}",
+            "pass the SDK key as api_key, or other credentials through headers_factory",
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(name, "must not contain a query string or fragment", fix)
+    return url
+
+
+def display_url(url: str) -> str:
+    """The URL without credentials, query or fragment (signed CDN URLs carry tokens there)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def check_api_key(name: str, value: object, *, required: bool) -> str:
+    """The SDK key: printable ASCII, non-empty when ``required``."""
+    if not isinstance(value, str):
+        raise ConfigError(name, f"must be a str, got {type(value).__name__}")
+    if required and not value:
+        raise ConfigError(
+            name,
+            "is empty while base_url is set",
+            "pass the SDK key of this environment (or an Authorization from headers_factory)",
+        )
+    # Checked here so that requests never builds an error message around the header value.
+    if any(not (0x21 <= ord(ch) <= 0x7E) for ch in value):
+        raise ConfigError(
+            name,
+            "contains whitespace, control or non-ASCII characters",
+            "copy the SDK key again without surrounding spaces or newlines",
+        )
+    return value
+
+
+def check_headers(name: str, value: object) -> dict[str, str]:
+    """Static request headers: str to str, without Authorization (the SDK sets it)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError(name, "must be a mapping of str to str")
+    if any(k.lower() == "authorization" for k in value):
+        raise ConfigError(
+            name,
+            "must not set Authorization",
+            "the SDK sends 'Bearer <api_key>'; return Authorization from headers_factory instead",
+        )
+    return dict(value)
+
+
+def check_verify(name: str, value: object) -> bool | str:
+    """TLS verification: True, False, or the path of a CA bundle that exists."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and os.path.exists(value):
+        return value
+    raise ConfigError(
+        name, f"must be True, False or the path of a CA bundle that exists, got {value!r}"
+    )
 
 
 def _fetch_mode(name: str, value: object) -> str:
@@ -107,19 +208,19 @@ def _verify(name: str, value: object) -> bool | str:
 
 
 _PARSERS: Final[Mapping[str, Callable[[str, object], Any]]] = {
-    "base_url": lambda n, v: _http_url(n, v, allow_empty=True),
-    "api_key": _text,
-    "polling_interval": _positive_float,
-    "event_flush_interval": _positive_float,
-    "event_batch_size": _positive_int,
+    "base_url": check_base_url,
+    "api_key": lambda n, v: check_api_key(n, v, required=False),
+    "polling_interval": positive_seconds,
+    "event_flush_interval": positive_seconds,
+    "event_batch_size": positive_int,
     "bootstrap_file": _text,
     "bootstrap_url": _http_url,
     "offline_mode": _bool,
-    "request_timeout": _positive_float,
-    "max_event_queue_size": _positive_int,
+    "request_timeout": positive_seconds,
+    "max_event_queue_size": positive_int,
     "debug": _bool,
     "fetch_mode": _fetch_mode,
-    "max_staleness": _positive_float,
+    "max_staleness": positive_seconds,
     "cache_dir": _text,
     "send_events": _bool,
     "verify": _verify,
@@ -175,8 +276,17 @@ def redact(api_key: str) -> str:
     return "..." + api_key[-4:] if len(api_key) >= 12 else "***"
 
 
-def resolve(explicit: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
-    """Merge explicit arguments (None = not given), ``PHASEFLAG_*`` variables and defaults."""
+def resolve(
+    explicit: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    *,
+    key_optional: bool = False,
+) -> Settings:
+    """Merge explicit arguments (None = not given), ``PHASEFLAG_*`` variables and defaults.
+
+    ``key_optional`` (a ``headers_factory`` is set, and may supply Authorization itself)
+    lets ``api_key`` be empty while ``base_url`` is set.
+    """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for name, parse in _PARSERS.items():
@@ -186,8 +296,8 @@ def resolve(explicit: Mapping[str, Any], environ: Mapping[str, str] | None = Non
             values[name] = parse(name, given)
         elif env.get(env_name, "").strip():
             values[name] = parse(env_name, env[env_name])
-        elif name == "api_key" and values["base_url"] == "":
-            values[name] = ""  # HTTP is disabled: there is nothing to authenticate
+        elif name == "api_key" and (values["base_url"] == "" or key_optional):
+            values[name] = ""  # HTTP disabled, or headers_factory authenticates
         elif name in ("base_url", "api_key"):
             raise ConfigError(
                 name,
@@ -197,8 +307,9 @@ def resolve(explicit: Mapping[str, Any], environ: Mapping[str, str] | None = Non
             )
         else:
             values[name] = _DEFAULTS[name]
-    if values["base_url"] and not values["api_key"]:
-        raise ConfigError("api_key", "is empty while base_url is set", "pass your SDK key")
+    check_api_key(
+        "api_key", values["api_key"], required=bool(values["base_url"]) and not key_optional
+    )
     return Settings(**values)
 
 
@@ -280,3 +391,6 @@ def default_cache(settings: Settings) -> Cache:
     if settings.cache_dir:
         return FileCache(settings.cache_dir)
     return MemoryCache()
+
+
+_positive_float = positive_seconds  # the name the client imports until the client split lands

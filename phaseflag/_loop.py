@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 __all__ = ["Loop"]
 
 _log = logging.getLogger("phaseflag")
+
+# stop() repeats its abort this often while it waits, in case the thread began a new
+# request just after the previous abort.
+_ABORT_EVERY = 0.05
 
 
 class Loop:
@@ -58,15 +63,32 @@ class Loop:
         """Run the next step now instead of at the end of the current wait."""
         self._wakeup.set()
 
-    def stop(self, timeout: float = 1.0) -> bool:
-        """Ask the thread to end and join it; returns True when it has ended."""
+    def stop(
+        self,
+        timeout: float = 1.0,
+        *,
+        abort: Callable[[threading.Thread | None], None] | None = None,
+    ) -> bool:
+        """Ask the thread to end and join it; returns True when it has ended.
+
+        ``abort(thread)`` is called (repeatedly, while waiting) to cut short whatever I/O
+        the step is blocked in - the transport's abort of that thread's requests.
+        """
         self._stopping.set()
         self._wakeup.set()
         thread = self._thread
         if thread is None or thread is threading.current_thread():
             return True
-        thread.join(timeout)
-        return not thread.is_alive()
+        if abort is None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        deadline = time.monotonic() + timeout
+        while True:
+            abort(thread)
+            remaining = deadline - time.monotonic()
+            thread.join(max(0.0, min(_ABORT_EVERY, remaining)))
+            if not thread.is_alive() or remaining <= 0:
+                return not thread.is_alive()
 
     def reset_after_fork(self) -> None:
         """Forget the parent's thread (it does not exist in a forked child)."""

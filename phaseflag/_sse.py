@@ -49,7 +49,9 @@ class _Parser:
     def line(self, raw: bytes) -> SSEEvent | None:
         if not raw:
             return self._dispatch()
-        text = raw.decode("utf-8", errors="replace")
+        # surrogateescape, not U+FFFD: the consumer recovers the exact bytes with
+        # encode("utf-8", "surrogateescape") and can refuse invalid UTF-8 as a whole.
+        text = raw.decode("utf-8", errors="surrogateescape")
         if text.startswith(":"):
             return None
         field, colon, value = text.partition(":")
@@ -83,7 +85,9 @@ def parse_sse(
 
     Lines end at ``\\r\\n``, ``\\n`` or ``\\r`` (also when split across chunks); comments
     (``:...``) and unknown fields are ignored; a line without a colon is a field with an
-    empty value; one space after the colon is stripped; invalid UTF-8 becomes U+FFFD; a
+    empty value; one space after the colon is stripped; invalid UTF-8 is kept as lone
+    surrogates (``surrogateescape``, unlike WHATWG's U+FFFD) so that a ruleset with invalid
+    bytes is refused whole rather than silently changed; a
     half-received event at end of input is dropped. Raises RulesetTooLargeError as soon as
     the bytes of one event (every line since the last blank line) exceed ``max_event_bytes``;
     memory therefore stays bounded by that limit plus one chunk.

@@ -1,20 +1,22 @@
-"""The poller: one ``phaseflag-sync`` thread keeping the ruleset fresh with ETag polling.
+"""The poller: keep the ruleset fresh with ETag polling, in its own ``phaseflag-sync`` thread
+or, for the streamer, as the fallback while the stream is down (same thread as the stream).
 
-Backoff policy: 429/5xx/network errors back off exponentially with full jitter
-(honouring ``Retry-After`` up to MAX_RETRY_AFTER), then the normal interval resumes
-with ±10% jitter; 401/403 switch to a long backoff (one minute doubling to an hour)
-so a bad key never hammers the API, yet a fixed key recovers without a restart.
+Timing follows the one RetryPolicy (``_backoff``): 429/5xx/network errors and deadlines back
+off exponentially with full jitter (honouring ``Retry-After`` up to MAX_RETRY_AFTER), 401/403
+switch to the auth backoff (30-60 s doubling to an hour); when all is well the interval
+resumes with ±10% jitter.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
-from ._backoff import AUTH_BACKOFF_BASE, AUTH_BACKOFF_CAP, MAX_RETRY_AFTER, Backoff, jittered
-from ._errors import AuthenticationError, RulesetError, TransportError
+from ._backoff import MAX_RETRY_AFTER, RETRY_BASE, RETRY_CAP, RetryPolicy, jittered
+from ._errors import RulesetError, TransportError
 from ._loop import Loop
 
 if TYPE_CHECKING:
@@ -22,14 +24,14 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_BACKOFF", "MAX_RETRY_AFTER", "Poller", "SyncSink"]
 
-#: Longest wait between retries of a failing (429/5xx/network) fetch.
-MAX_BACKOFF: Final = 300.0
+#: Longest wait between retries of a failing (429/5xx/network) fetch (RetryPolicy's cap).
+MAX_BACKOFF: Final = RETRY_CAP
 
 _log = logging.getLogger("phaseflag")
 
 
 class SyncSink(Protocol):
-    """What a synchroniser reports to (the client)."""
+    """What a synchroniser reports to (the client's store)."""
 
     def apply_document(self, raw: bytes, source: str) -> None:
         """Validate, compile and swap in a ruleset; raises RulesetError to reject it."""
@@ -42,7 +44,12 @@ class SyncSink(Protocol):
 
 
 class Poller:
-    """Fetch the ruleset every ``interval`` seconds in a ``phaseflag-sync`` thread."""
+    """Fetch the ruleset every ``interval`` seconds in a ``phaseflag-sync`` thread.
+
+    ``abort(thread)`` (the transport's) cuts a request of that thread short, so that
+    ``stop()`` returns at once with a poll in flight. ``retry`` defaults to a RetryPolicy
+    starting at ``min(RETRY_BASE, interval)``.
+    """
 
     def __init__(
         self,
@@ -52,14 +59,16 @@ class Poller:
         *,
         before_first: Callable[[], None] | None = None,
         rng: random.Random | None = None,
+        retry: RetryPolicy | None = None,
+        abort: Callable[[threading.Thread | None], None] | None = None,
     ) -> None:
         self._fetch = fetch
         self._sink = sink
         self._interval = interval
         self._before_first = before_first
         self._rng = rng or random.Random()
-        self._backoff = Backoff(min(1.0, interval), MAX_BACKOFF, rng=self._rng)
-        self._auth_failures = 0
+        self._retry = retry or RetryPolicy(base=min(RETRY_BASE, interval), rng=self._rng)
+        self._abort = abort
         self.etag: str | None = None
         self.loop = Loop("sync", self.step)
 
@@ -78,42 +87,31 @@ class Poller:
         self.loop.start()
 
     def stop(self, timeout: float = 1.0) -> bool:
-        """Stop the thread, interrupting any wait; True when it has ended."""
-        return self.loop.stop(timeout)
-
-    def reset_after_fork(self) -> None:
-        """Drop the parent's thread in a forked child (start() makes a new one)."""
-        self.loop.reset_after_fork()
+        """Stop the thread, interrupting any wait and any poll in flight; True when it ended."""
+        return self.loop.stop(timeout, abort=self._abort)
 
     def step(self) -> float:
-        """One fetch; returns how long to wait before the next."""
+        """Run ``before_first`` once, then poll; returns how long to wait before the next."""
         if self._before_first is not None:
             before, self._before_first = self._before_first, None
             before()
+        return self.poll()
+
+    def poll(self) -> float:
+        """One fetch (applied when new); returns how long to wait before the next."""
         try:
             result = self._fetch(self.etag)
-        except AuthenticationError as exc:
-            self._auth_failures += 1
-            self._sink.sync_failed(exc)
-            step = min(AUTH_BACKOFF_CAP, AUTH_BACKOFF_BASE * 2 ** (self._auth_failures - 1))
-            return jittered(step, rng=self._rng)
-        except TransportError as exc:
-            self._sink.sync_failed(exc)
-            delay = self._backoff.next_delay()
-            retry_after = getattr(exc, "retry_after", None)
-            if retry_after:
-                delay = max(delay, min(float(retry_after), MAX_RETRY_AFTER))
-            return delay
         except RulesetError as exc:  # over the size limit: refused unread
             self._sink.sync_failed(exc)
-            # Back off as for a server error: each retry could cost a 10 MiB download.
-            return max(self._backoff.next_delay(), jittered(self._interval, rng=self._rng))
-        except Exception as exc:  # a bug, not the network: report it and back off, never spin
-            _log.error("phaseflag: unexpected error fetching the ruleset", exc_info=True)
+            # Back off as for a server error, at least an interval: each retry could cost
+            # a 10 MiB download.
+            return max(self._retry.delay(exc), jittered(self._interval, rng=self._rng))
+        except Exception as exc:  # TransportError; anything else is a bug, never a spin
+            if not isinstance(exc, TransportError):
+                _log.error("phaseflag: unexpected error fetching the ruleset", exc_info=True)
             self._sink.sync_failed(exc)
-            return self._backoff.next_delay()
-        self._backoff.reset()
-        self._auth_failures = 0
+            return self._retry.delay(exc)
+        self._retry.reset()
         if not result.not_modified and result.body is not None:
             try:
                 self._sink.apply_document(result.body, "live")

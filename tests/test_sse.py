@@ -93,9 +93,11 @@ class TestFields:
         """A UTF-8 byte order mark opening the stream is not part of the first field name."""
         assert events(b"\xef\xbb\xbfdata: x\n\n") == [SSEEvent("message", "x", None)]
 
-    def test_invalid_utf8_replaced(self) -> None:
-        """Invalid UTF-8 becomes U+FFFD instead of raising."""
-        assert events(b"data: a\xffb\n\n")[0].data == "a\ufffdb"
+    def test_invalid_utf8_kept_recoverable(self) -> None:
+        """Invalid UTF-8 does not raise and is not replaced: the exact bytes come back."""
+        data = events(b"data: a\xffb\xc3\xa9\n\n")[0].data
+        assert "\ufffd" not in data
+        assert data.encode("utf-8", "surrogateescape") == b"a\xffb\xc3\xa9"
 
 
 class TestLinesAndChunks:

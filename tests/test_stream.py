@@ -341,7 +341,10 @@ def test_refused_stream_reported_and_retried_with_backoff(
     server.stream_status = 503
     s = Streamer(transport, sink, 30.0, rng=random.Random(1), reconnect_base=1.0, reconnect_cap=4.0)
     try:
-        delays = [s.step() for _ in range(5)]
+        delays = []
+        for _ in range(5):
+            delays.append(s.step())
+            s._reconnect_at = 0.0  # as if the wait had passed: the next step reconnects
         assert s.polling
         assert all(0.0 <= d <= c for d, c in zip(delays, [1.0, 2.0, 4.0, 4.0, 4.0], strict=True))
         assert [type(e) for e in sink.failures()[:5]] == [TransportError] * 5
@@ -357,7 +360,9 @@ def test_auth_failure_uses_long_backoff(server: _Server, transport: Transport, s
     server.ruleset_status = 401
     s = Streamer(transport, sink, 30.0, rng=random.Random(3), reconnect_base=0.05)
     try:
-        first, second = s.step(), s.step()
+        first = s.step()
+        s._reconnect_at = 0.0  # as if the wait had passed: the next step reconnects
+        second = s.step()
         assert 30.0 <= first <= 60.0
         assert 30.0 <= second <= 120.0
         failure = sink.failures()[0]
@@ -376,21 +381,29 @@ def test_stop_while_blocked_in_read_is_prompt(streamer: Streamer, sink: _Sink) -
     assert streamer.stop(1.0)
     elapsed = time.monotonic() - started
     assert elapsed < 1.0, elapsed
-    assert phaseflag_thread_names() == []
+    assert "phaseflag-stream" not in phaseflag_thread_names()
+    # The request watchdog ends on its own once the aborted stream is forgotten.
+    assert wait_for(lambda: phaseflag_thread_names() == [], timeout=1.0)
     assert sink.failures() == []  # stopping is not a failure
 
 
-def test_stop_ends_fallback_poller(server: _Server, transport: Transport, sink: _Sink) -> None:
-    """stop() while the stream is down also ends the fallback poller's thread."""
+def test_stop_ends_fallback_polling(server: _Server, transport: Transport, sink: _Sink) -> None:
+    """While the stream is down the stream thread itself polls (no second thread); stop()
+    ends it promptly."""
     server.stream_status = 503
     s = Streamer(transport, sink, 0.05, reconnect_base=5.0)
-    s.start()
-    assert wait_for(lambda: server.ruleset_gets >= 2)
-    assert "phaseflag-sync" in phaseflag_thread_names()
-    started = time.monotonic()
-    assert s.stop(1.0)
-    assert time.monotonic() - started < 1.0
-    assert phaseflag_thread_names() == []
+    try:
+        s.start()
+        assert wait_for(lambda: server.ruleset_gets >= 2)
+        # One sync thread (the request watchdog may be up while a poll is in flight).
+        names = [n for n in phaseflag_thread_names() if n != "phaseflag-watchdog"]
+        assert names == ["phaseflag-stream"]
+        started = time.monotonic()
+        assert s.stop(1.0)
+        assert time.monotonic() - started < 1.0
+    finally:
+        s.stop(2.0)
+    assert wait_for(lambda: phaseflag_thread_names() == [])
 
 
 def test_before_first_runs_once_before_connecting(

@@ -7,7 +7,6 @@ tests run the real ``phaseflag-sync`` thread against a ``responses`` mock.
 from __future__ import annotations
 
 import gzip
-import itertools
 import random
 import time
 from collections.abc import Iterator
@@ -158,7 +157,7 @@ class TestAuthenticationFailures:
         client.on("error", errors)
         api.get(RULESET_URL, status=401)
         delay = poller.step()
-        assert 54.0 <= delay <= 66.0
+        assert 30.0 <= delay <= 60.0  # the auth backoff polling and streaming share
         assert "AuthenticationError" in (client.status().last_error or "")
         assert client.status().consecutive_failures == 1
         assert len(errors.calls) == 1
@@ -168,15 +167,21 @@ class TestAuthenticationFailures:
     def test_auth_backoff_grows_to_an_hour(
         self, api: responses.RequestsMock, poller: Poller
     ) -> None:
-        """Repeated 403s wait longer each time, then stay at about an hour (±10%)."""
+        """Repeated 403s follow the shared auth backoff: at least 30 s, the ceiling doubling
+        from a minute to an hour."""
         api.get(RULESET_URL, status=403)
-        delays = [poller.step() for _ in range(10)]
-        assert delays[0] >= 54.0
-        assert all(a < b for a, b in itertools.pairwise(delays[:7]))
+        delays = [poller.step() for _ in range(12)]
         for n, delay in enumerate(delays):
-            ceiling = min(3600.0, 60.0 * 2**n)
-            assert 0.9 * ceiling <= delay <= 1.1 * ceiling
-        assert all(3240.0 <= d <= 3960.0 for d in delays[6:])
+            assert 30.0 <= delay <= min(3600.0, 60.0 * 2**n)
+        assert max(delays[7:]) > 600.0  # the ceiling has grown far past the first minute
+
+    def test_poll_and_stream_share_one_auth_policy(self) -> None:
+        """The poller's and the streamer's auth backoff draw the same delays (one policy)."""
+        from phaseflag._backoff import RetryPolicy
+
+        error = AuthenticationError("rejected", 401)
+        a, b = RetryPolicy(rng=random.Random(5)), RetryPolicy(base=0.05, rng=random.Random(5))
+        assert [a.delay(error) for _ in range(8)] == [b.delay(error) for _ in range(8)]
 
     def test_held_ruleset_still_served_after_401(
         self, api: responses.RequestsMock, poller: Poller, client: PhaseFlagClient

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from conftest import boolean_flag, rule, ruleset, string_flag, wait_for
 
+import phaseflag._backoff
 import phaseflag._events
-import phaseflag._sync
 import phaseflag._transport
 from phaseflag import EvaluationContext, PhaseFlagClient
 from phaseflag._backoff import Backoff
@@ -509,10 +509,9 @@ def _shut(sock: socket.socket) -> None:
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shrink the retry ceilings and the body deadline so each fault clears within a second."""
-    monkeypatch.setattr(phaseflag._sync, "MAX_BACKOFF", RETRY_CAP)
+    """Shrink the retry ceilings so that each fault clears within a second."""
+    monkeypatch.setattr(phaseflag._backoff, "RETRY_CAP", RETRY_CAP)
     monkeypatch.setattr(phaseflag._events, "_BACKOFF_CAP", RETRY_CAP)
-    monkeypatch.setattr(phaseflag._transport, "_MIN_BODY_DEADLINE", 1.0)
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def test_retry_after_honoured_then_recovers(
     live_client: PhaseFlagClient, server: FaultServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No poll is made before the (capped) Retry-After is over; then the client catches up."""
-    monkeypatch.setattr(phaseflag._sync, "MAX_RETRY_AFTER", 1.0)  # 600 s in production
+    monkeypatch.setattr(phaseflag._backoff, "MAX_RETRY_AFTER", 1.0)  # 600 s in production
     server.set(ruleset="retry_after")
     serves_during_fault(live_client, failed(live_client, 1))
     assert server.count("ruleset", "retry_after") == 1
