@@ -112,8 +112,10 @@ class FileCache(Cache):
 
     A file not owned by this process's effective user, writable by group or others, not a
     regular file, or over ``max_bytes`` is refused (a miss, one warning per file). On Windows,
-    where modes do not reflect ACLs, only the type and size checks apply. If the directory
-    cannot be created or written, the cache logs one warning and keeps working in memory.
+    where modes do not reflect ACLs, only the type and size checks apply. Faults degrade one
+    operation, never the process: a write that fails (a full disk, a read-only directory) is
+    logged once per cause and kept in memory for this process, and the next write tries the
+    disk again; an entry that can be read is read even when the directory is not writable.
 
     Thread-safe. The directory is touched on first use, not by the constructor. ``get`` never
     raises; ``set`` and ``delete`` raise only for bad arguments (``TypeError`` for a value
@@ -144,21 +146,25 @@ class FileCache(Cache):
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self._path: str | None = None  # the entries directory, once opened
-        self._fallback: MemoryCache | None = None  # set when the directory is unusable
-        self._warned: set[str] = set()  # files already reported as refused
+        self._unwritten = MemoryCache()  # values whose last disk write failed (this process)
+        self._warned: set[str] = set()  # files refused and write failures already reported
 
     def get(self, key: str) -> bytes | None:
         """Return the bytes stored under ``key``, or ``None``; never raises."""
         try:
             name = _file_name(key)
             with self._lock:
+                unwritten = self._unwritten.get(key)
+                if unwritten is not None:  # newer than the disk: its write failed
+                    return unwritten
                 path = self._open()
-                if path is None:
-                    return self._memory().get(key)
-                return self._read(os.path.join(path, name))
-        except Exception:
-            _log.warning(
-                "phaseflag cache: reading %r failed; treating it as a miss", key, exc_info=True
+                return None if path is None else self._read(os.path.join(path, name))
+        except Exception as exc:
+            self._warn_once(
+                f"get:{type(exc).__name__}",
+                "phaseflag cache: reading %r failed (%s); treating it as a miss",
+                key,
+                exc,
             )
             return None
 
@@ -176,40 +182,60 @@ class FileCache(Cache):
             return
         with self._lock:
             path = self._open()
-            if path is None:
-                self._memory().set(key, value)
+            if path is None:  # _open() has said why; the next write tries again
+                self._unwritten.set(key, value)
                 return
             target = os.path.join(path, name)
             try:
                 _write_atomically(path, target, value)
             except OSError as exc:
-                self._degrade(exc)
-                self._memory().set(key, value)
+                self._unwritten.set(key, value)
+                self._warn_once(
+                    f"set:{exc.errno}",
+                    "phaseflag cache: could not write %s (%s); kept in memory, the next "
+                    "version is written again",
+                    target,
+                    exc,
+                )
             else:
+                self._unwritten.delete(key)
                 self._warned.discard(target)
 
     def delete(self, key: str) -> None:
         """Remove ``key`` if present; I/O errors are logged, not raised."""
         name = _file_name(key)
         with self._lock:
+            self._unwritten.delete(key)
             path = self._open()
             if path is None:
-                self._memory().delete(key)
                 return
             try:
                 os.remove(os.path.join(path, name))
             except FileNotFoundError:
                 pass
-            except OSError:
-                _log.warning("phaseflag cache: could not delete %r", key, exc_info=True)
+            except OSError as exc:
+                self._warn_once("delete", "phaseflag cache: could not delete %r: %s", key, exc)
+
+    def _after_fork_in_child(self) -> None:
+        """Replace the locks in a forked child (a parent's thread may have held them)."""
+        self._lock = threading.Lock()
+        self._unwritten._lock = threading.Lock()
 
     def _open(self) -> str | None:
-        """Return the entries directory, preparing it on first use; None once degraded."""
-        if self._path is None and self._fallback is None:
+        """Return the entries directory, preparing it on first use; None when it cannot be
+        created (tried again on the next call)."""
+        if self._path is None:
             try:
                 self._path = self._prepare()
             except Exception as exc:
-                self._degrade(exc)
+                where = self._directory or f"the user cache directory for {self._app_name}"
+                self._warn_once(
+                    "open",
+                    "phaseflag cache: %s is not usable (%s); caching in memory, tried again "
+                    "on the next write",
+                    where,
+                    exc,
+                )
         return self._path
 
     def _prepare(self) -> str:
@@ -224,26 +250,16 @@ class FileCache(Cache):
         )
         path: str = store.cache_dir
         if hasattr(os, "geteuid") and os.stat(path).st_uid == os.geteuid():
-            os.chmod(path, 0o700)  # fcache creates it with the umask's mode
-        fd, probe = tempfile.mkstemp(dir=path, prefix=_TMP_PREFIX)
-        os.close(fd)
-        os.remove(probe)
-        _remove_stale_temps(path)
+            with contextlib.suppress(OSError):  # a read-only directory is still read
+                os.chmod(path, 0o700)  # fcache creates it with the umask's mode
+        with contextlib.suppress(OSError):
+            _remove_stale_temps(path)
         return path
 
-    def _degrade(self, exc: BaseException) -> None:
-        where = self._path or self._directory or f"the user cache directory for {self._app_name}"
-        _log.warning(
-            "phaseflag cache: %s is not usable (%s); caching in memory for this process",
-            where,
-            exc,
-        )
-        self._path = None
-        self._fallback = MemoryCache()
-
-    def _memory(self) -> MemoryCache:
-        assert self._fallback is not None
-        return self._fallback
+    def _warn_once(self, cause: str, message: str, *args: object) -> None:
+        if cause not in self._warned:
+            self._warned.add(cause)
+            _log.warning(message, *args)
 
     def _read(self, file: str) -> bytes | None:
         try:
@@ -255,14 +271,17 @@ class FileCache(Cache):
                 raise
             self._refuse(file, "it is a symbolic link")
             return None
-        with os.fdopen(fd, "rb") as handle:
-            # fstat of the open file, so the checked file is the one read.
+        try:
+            # fstat of the open file, so the checked file is the one read; a directory in
+            # place of the entry opens on POSIX and is refused here.
             problem = self._problem(os.fstat(fd))
             if problem is None:
-                data = handle.read(self._max_bytes + 1)
+                data = _read_at_most(fd, self._max_bytes + 1)
                 if len(data) <= self._max_bytes:
                     return data
                 problem = f"it is over max_bytes={self._max_bytes}"
+        finally:
+            os.close(fd)
         self._refuse(file, problem)
         return None
 
@@ -295,6 +314,18 @@ def _file_name(key: str) -> str:
     if not raw or len(raw) > _MAX_KEY_BYTES:
         raise ValueError(f"cache key must be 1 to {_MAX_KEY_BYTES} UTF-8 bytes, got {len(raw)}")
     return raw.hex()  # fcache's key encoding (hex_codec), safe as a file name on any system
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = os.read(fd, min(1 << 20, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _check_value(value: bytes) -> None:

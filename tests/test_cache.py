@@ -244,19 +244,65 @@ class TestFileCacheFallback:
             assert cache.get(KEY) == RULESET
         assert len(_warnings(caplog)) == 1
 
-    def test_write_failure_after_open_degrades_once(
+    def test_one_failed_write_degrades_that_write_only(
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """A directory that stops accepting writes switches to memory, warning once."""
+        """One ENOSPC keeps that version in memory (one warning); the next version is written
+        to disk again, so a restart during an outage serves the last good version, not v1."""
         cache = FileCache(tmp_path)
-        cache.get(KEY)
+        cache.set(KEY, b"v1")
+        real_fsync = os.fsync
+        failures = [OSError(28, "No space left on device")]
 
-        def full(*args: object, **kwargs: object) -> None:
-            raise OSError(28, "No space left on device")
+        def full_once(fd: int) -> None:
+            if failures:
+                raise failures.pop()
+            real_fsync(fd)
 
-        monkeypatch.setattr(os, "fsync", full)
+        monkeypatch.setattr(os, "fsync", full_once)
         with caplog.at_level(logging.WARNING, logger="phaseflag"):
-            cache.set(KEY, RULESET)
+            cache.set(KEY, b"v2")
+            assert cache.get(KEY) == b"v2"  # this process still sees what it was given
+            assert FileCache(tmp_path).get(KEY) == b"v1"  # the disk kept the last written
+            cache.set(KEY, b"v3")
+        assert FileCache(tmp_path).get(KEY) == b"v3"  # a restart now serves v3
+        assert cache.get(KEY) == b"v3"
+        assert len(_warnings(caplog)) == 1
+        assert "No space left" in _warnings(caplog)[0]
+
+    @posix_only
+    def test_directory_in_place_of_the_entry_one_warning_no_fd_leak(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A directory where the entry should be reads as a miss: one warning for any number
+        of reads, no traceback, and no file descriptor left open."""
+        cache = FileCache(tmp_path)
+        cache.get(KEY)  # prepares the directory
+        (tmp_path / "cache" / KEY.encode().hex()).mkdir()
+        fds_before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+        with caplog.at_level(logging.WARNING, logger="phaseflag"):
+            for _ in range(50):
+                assert cache.get(KEY) is None
+        if fds_before is not None:
+            assert len(os.listdir("/proc/self/fd")) == fds_before
+        assert len(_warnings(caplog)) == 1
+        assert "not a regular file" in _warnings(caplog)[0]
+        assert all(r.exc_info is None for r in caplog.records)
+
+    def test_readable_entry_in_a_read_only_directory_is_read(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A directory that refuses writes (EROFS for every temp file) still serves the good
+        entry it holds; the failed write is one warning."""
+        FileCache(tmp_path).set(KEY, RULESET)
+
+        def read_only(*args: object, **kwargs: object) -> tuple[int, str]:
+            raise OSError(30, "Read-only file system")
+
+        monkeypatch.setattr("tempfile.mkstemp", read_only)
+        cache = FileCache(tmp_path)
+        with caplog.at_level(logging.WARNING, logger="phaseflag"):
+            assert cache.get(KEY) == RULESET
             cache.set(KEY, RULESET + b" ")
             assert cache.get(KEY) == RULESET + b" "
         assert len(_warnings(caplog)) == 1
