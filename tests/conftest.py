@@ -53,7 +53,7 @@ def require_conformance(path: Path, what: str = "conformance data") -> Path:
     message = f"{what} not found at {path} (set PHASEFLAG_CONFORMANCE_DIR)"
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
         pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    pytest.skip(message, allow_module_level=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import mmh3
 import pytest
+from conftest import CONFORMANCE, require_conformance
 
 from phaseflag._bucketing import BUCKETS, bucket, choose
 from phaseflag._compile import compile_ruleset
@@ -19,7 +20,6 @@ from phaseflag._evaluation import evaluate
 from phaseflag.types import EvaluationContext, Reason
 
 VECTORS_DIR = Path(__file__).resolve().parent / "vectors"
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 
 
 @cache
@@ -204,8 +204,7 @@ class TestBucketFunction:
 
 def _murmur_vectors() -> dict[str, Any]:
     path = CONFORMANCE / "murmur3-vectors" / "murmur3_x86_32_vectors.json"
-    if not path.is_file():
-        pytest.skip(f"external murmur3 vectors not present at {path}")
+    require_conformance(path, "external murmur3 vectors")
     document: dict[str, Any] = json.loads(path.read_text("utf-8"))
     return document
 
@@ -299,7 +298,9 @@ def test_unleash_rollout_specification(
 ) -> None:
     """A user keeps their Unleash rollout decision when the flag moves to phaseflag."""
     if feature is None or test is None:
-        pytest.skip("Unleash client specification not present")
+        require_conformance(
+            CONFORMANCE / "unleash-client-specification", "Unleash client specification"
+        )
     flag, stickiness = _unleash_flag(feature)
     ctx = test["context"]
     has_user, has_session = "userId" in ctx, "sessionId" in ctx

@@ -11,7 +11,17 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import boolean_flag, flag, json_flag, number_flag, rule, ruleset, string_flag
+from conftest import (
+    CONFORMANCE,
+    boolean_flag,
+    flag,
+    json_flag,
+    number_flag,
+    require_conformance,
+    rule,
+    ruleset,
+    string_flag,
+)
 
 from phaseflag.server import PhaseFlagServer
 
@@ -20,7 +30,6 @@ pytestmark = pytest.mark.e2e
 KEY = "ofrep-key-51c0"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 #: The shared conformance files sit beside the repository (``../shared``), never inside it.
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 SPEC = CONFORMANCE / "ofrep-protocol" / "openapi.yaml"
 
 
@@ -185,8 +194,7 @@ class TestOpenFeatureProvider:
 @pytest.fixture(scope="module")
 def spec() -> dict[str, Any]:
     """The OFREP OpenAPI document, with the known ``oneOf`` defect patched in memory."""
-    if not SPEC.is_file():
-        pytest.skip(f"OFREP conformance spec not found at {SPEC}")
+    require_conformance(SPEC, "OFREP conformance spec")
     yaml = pytest.importorskip("yaml")
     loaded = yaml.safe_load(SPEC.read_text("utf-8"))
     patched = copy.deepcopy(loaded)

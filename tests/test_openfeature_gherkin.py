@@ -25,6 +25,7 @@ import pytest
 pytest.importorskip("openfeature")
 
 import responses
+from conftest import CONFORMANCE, require_conformance
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext as OpenFeatureContext
 from openfeature.exception import OpenFeatureError
@@ -36,12 +37,10 @@ from phaseflag import PhaseFlagClient
 from phaseflag.openfeature import PhaseFlagProvider
 from phaseflag.testing import condition, flag, rule, ruleset
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 GHERKIN = CONFORMANCE / "openfeature-spec-gherkin"
 FEATURES = ("evaluation_v2.feature", "metadata.feature")
 
-if not (GHERKIN / "test-flags.json").is_file():
-    pytest.skip(f"OpenFeature conformance data not found at {GHERKIN}", allow_module_level=True)
+require_conformance(GHERKIN / "test-flags.json", "OpenFeature conformance data")
 
 UNREACHABLE = "http://127.0.0.1:1/api/v1"
 API = "https://api.test/api/v1"

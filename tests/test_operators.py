@@ -10,10 +10,10 @@ from __future__ import annotations
 import itertools
 import re
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CONFORMANCE, require_conformance
 
 from phaseflag._compile import compile_ruleset
 from phaseflag._errors import RulesetError
@@ -643,13 +643,7 @@ class TestExists:
 
 # -- LaunchDarkly operator conformance files, mapped onto phaseflag ------------------------------
 
-LD_DIR = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "conformance"
-    / "launchdarkly-sdk-test-harness"
-    / "server-side-eval"
-)
+LD_DIR = CONFORMANCE / "launchdarkly-sdk-test-harness" / "server-side-eval"
 LD_OPERATORS = {
     "in": "in",
     "startsWith": "starts_with",
@@ -841,7 +835,8 @@ def test_launchdarkly_operator_case(
 ) -> None:
     """An LD operator case passes, or differs only by a documented phaseflag decision."""
     if ld_flag is None or evaluation is None:
-        pytest.skip("LaunchDarkly conformance files (or PyYAML) not present")
+        pytest.importorskip("yaml")
+        require_conformance(LD_DIR, "LaunchDarkly conformance files")
     category, detail = _ld_outcome(ld_flag, evaluation)
     assert category != "unexplained", detail
 
@@ -850,7 +845,7 @@ def test_launchdarkly_operator_summary() -> None:
     """Pins how many LD operator cases map and pass, and how many differ by which decision."""
     if not _LD_CASES:
         pytest.importorskip("yaml")
-        pytest.skip("LaunchDarkly conformance files not present")
+        require_conformance(LD_DIR, "LaunchDarkly conformance files")
     counts: dict[str, int] = {}
     for _, flag, evaluation in _LD_CASES:
         category = _ld_outcome(flag, evaluation)[0]
