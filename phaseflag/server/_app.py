@@ -257,6 +257,8 @@ class App:
             elif not public and self._keys and (problem := self.check_key(request.headers)):
                 response = self.unauthorized(problem)
             else:
+                if not public:
+                    trusted(request.scope)
                 response = await handler(request)
             count(route, response.status_code)
             if debug():
@@ -441,12 +443,20 @@ class _StreamEndpoint:
         elif problem := app.check_key(request.headers):
             response = app.unauthorized(problem)
         else:
+            trusted(scope)
             await app.stream(scope, receive, send)
             return
         app._metrics.count_request("/api/v1/sdk/stream", response.status_code)
         if _log.isEnabledFor(logging.DEBUG):
             access(scope, response.status_code, len(response.body))
         await response(scope, receive, send)
+
+
+def trusted(scope: Scope) -> None:
+    """Tell the connection (``_protocol``) that it sent an authenticated request."""
+    extension = scope.get("extensions", {}).get("phaseflag.trust")
+    if extension is not None:
+        extension["trust"]()
 
 
 def access(scope: Scope, status: int, size: int | str) -> None:

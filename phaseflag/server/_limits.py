@@ -14,9 +14,11 @@ class Limits:
     ``header_timeout`` bounds the time from a connection's (or a request's) first byte
     to its last header byte, so a client trickling its headers (slowloris) is closed
     after that many seconds. ``max_connections_per_client`` caps the connections of one
-    IP address; the ones over it are closed at once. ``max_connections`` caps them all
-    (answered 503 and closed). ``idle_timeout`` closes a keep-alive connection that sends
-    nothing between requests.
+    IP address that have not yet sent an authenticated request; the ones over it are
+    closed at once (a connection that authenticated counts only against
+    ``max_connections``, so thousands of SDK streams behind one address are fine).
+    ``max_connections`` caps them all (answered 503 and closed). ``idle_timeout`` closes
+    a keep-alive connection that sends nothing between requests.
     """
 
     max_body_bytes: int = 1024 * 1024
@@ -29,5 +31,5 @@ class Limits:
     max_connections: int = 20_000
     #: Seconds from the first byte of a request to the end of its headers.
     header_timeout: float = 10.0
-    #: Connections one client address may hold open; more are closed at once.
-    max_connections_per_client: int = 256
+    #: Not-yet-authenticated connections one address may hold; more are closed at once.
+    max_connections_per_client: int = 4096

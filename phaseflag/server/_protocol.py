@@ -23,7 +23,10 @@ from ._limits import Limits
 __all__ = ["Guard", "guarded_protocol"]
 
 #: llhttp's messages for the errors that are not a plain 400.
-_PARSER_STATUS: Final = (("Invalid HTTP version", 505), ("Transfer-Encoding", 501))
+_PARSER_STATUS: Final = (
+    ("Invalid HTTP version", 505),
+    ("Request has invalid `Transfer-Encoding`", 501),
+)
 #: A refused body longer than this is not read to its end (the connection is cut).
 _MAX_DRAIN: Final = 16 * 1024 * 1024
 
@@ -80,8 +83,11 @@ class _GuardedProtocol(HttpToolsProtocol):
         self._address = address
         self._arm()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+    def trust(self) -> None:
+        """The app authenticated a request here: it no longer counts against the client cap."""
+        self._release()
+
+    def _release(self) -> None:
         address, self._address = self._address, None
         if address is not None:
             left = self.guard.per_client.get(address, 1) - 1
@@ -89,6 +95,10 @@ class _GuardedProtocol(HttpToolsProtocol):
                 self.guard.per_client[address] = left
             else:
                 self.guard.per_client.pop(address, None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self._release()
         super().connection_lost(exc)
 
     # -- reading -------------------------------------------------------------------------------
@@ -148,6 +158,8 @@ class _GuardedProtocol(HttpToolsProtocol):
             if length > _MAX_DRAIN or any(n == b"expect" for n, _ in self.headers):
                 raise ValueError("body too large")  # answered and cut at once
             return  # the body is read and dropped, then answered (the client can read it)
+        if self._address is not None:
+            self.scope["extensions"] = {"phaseflag.trust": {"trust": self.trust}}
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:

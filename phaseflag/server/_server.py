@@ -224,6 +224,7 @@ class PhaseFlagServer:
                 server_header=False,
                 timeout_keep_alive=int(max(1, self._limits.idle_timeout)),
                 timeout_graceful_shutdown=1,
+                backlog=4096,
                 ws="none",
             )
             server = uvicorn.Server(config)
