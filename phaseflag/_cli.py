@@ -1,4 +1,4 @@
-"""The ``phaseflag`` command: validate rulesets, evaluate flags, serve a local API.
+"""The ``phaseflag`` command: validate rulesets, evaluate flags, serve a local API, relay.
 
 Exit codes: 0 success, 1 a file failed validation, 2 bad arguments or unreadable
 input (one clear line on stderr, never a traceback).
@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -107,6 +110,23 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--redis", metavar="URL", help="relay mode: also publish the ruleset into Redis"
     )
+
+    relay = commands.add_parser(
+        "relay", help="fetch rulesets for a fleet and keep its Redis up to date (headless)"
+    )
+    relay.add_argument("--upstream", required=True, metavar="URL", help="the API root (/api/v1)")
+    relay.add_argument(
+        "--redis",
+        metavar="URL",
+        help="Redis URL (default: PHASEFLAG_REDIS_URL, else redis://localhost:6379/0)",
+    )
+    relay.add_argument(
+        "--api-key-file", metavar="FILE", help="file holding the SDK key (else PHASEFLAG_API_KEY)"
+    )
+    relay.add_argument("--prefix", default="phaseflag", help="Redis key prefix (hash tag)")
+    relay.add_argument("--fetch-mode", choices=("polling", "streaming"), default="polling")
+    relay.add_argument("--polling-interval", type=float, metavar="SECONDS")
+    relay.add_argument("--lease-time", type=float, default=10.0, metavar="SECONDS")
     return parser
 
 
@@ -285,6 +305,74 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_key(args: argparse.Namespace) -> str:
+    """The SDK key from ``--api-key-file`` or PHASEFLAG_API_KEY: never from the command line."""
+    if args.api_key_file:
+        try:
+            key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise _UsageError(f"--api-key-file: cannot read: {exc.strerror or exc}") from None
+        if not key:
+            raise _UsageError("--api-key-file: the file is empty")
+        return key
+    key = os.environ.get("PHASEFLAG_API_KEY", "").strip()
+    if not key:
+        raise _UsageError("no SDK key: set PHASEFLAG_API_KEY or pass --api-key-file FILE")
+    return key
+
+
+def _relay(args: argparse.Namespace) -> int:
+    """Lead (or stand by to lead) the fleet's Redis until SIGTERM/SIGINT."""
+    from ._client import PhaseFlagClient
+
+    try:
+        from .redis import RedisCache
+    except ImportError as exc:
+        raise _UsageError(str(exc)) from None
+    key = _api_key(args)
+    url = args.redis or os.environ.get("PHASEFLAG_REDIS_URL") or "redis://localhost:6379/0"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s phaseflag relay: %(message)s"))
+    logger = logging.getLogger("phaseflag")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    stopping = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stopping.set())
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    cache = RedisCache(url, args.prefix, lease_time=args.lease_time)
+    client = PhaseFlagClient(
+        base_url=args.upstream,
+        api_key=key,
+        cache=cache,
+        fetch_mode=args.fetch_mode,
+        polling_interval=args.polling_interval,
+        send_events=False,
+    )
+    client.on(
+        "change",
+        lambda event: logger.info(
+            "applied ruleset v%s (from %s, %d flags changed)",
+            event.current_version,
+            event.source,
+            len(event.flags),
+        ),
+    )
+    logger.info("relaying %s into %r", args.upstream, cache)
+    try:
+        client.start()
+        while not stopping.wait(0.5):
+            pass
+        logger.info("stopping")
+    finally:
+        client.stop()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        logger.removeHandler(handler)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (also used by ``python -m phaseflag``)."""
     parser = _build_parser()
@@ -296,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _eval(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "relay":
+            return _relay(args)
         parser.print_help()
         return 2
     except _UsageError as exc:

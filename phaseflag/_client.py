@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     import requests
 
     from ._transport import Transport
+    from .redis import RedisCache
 
 __all__ = ["PhaseFlagClient"]
 
@@ -100,6 +101,8 @@ class PhaseFlagClient:
         bootstrap: Bootstrap data as a dict (same formats).
         cache: Where the last good ruleset is kept across restarts; default a
             ``MemoryCache``, or a ``FileCache`` in ``PHASEFLAG_CACHE_DIR`` if set.
+            A shared ``phaseflag.redis.RedisCache`` makes the fleet fetch once: one
+            process leads, the others follow Redis.
         default_context: Context used when a read passes none; merged under the
             context a read passes (the read's values win).
         max_event_queue_size: Events held before the oldest are dropped (10000).
@@ -114,7 +117,8 @@ class PhaseFlagClient:
         debug: Log SDK activity to stderr (False). It attaches one stderr handler to
             the process-wide ``phaseflag`` logger and sets it to DEBUG, for every
             client in the process; configure ``logging`` yourself for finer control.
-        fetch_mode: ``"polling"`` (default) or ``"streaming"`` (Server-Sent Events).
+        fetch_mode: ``"polling"`` (default), ``"streaming"`` (Server-Sent Events), or
+            ``"cache"``: never fetch rulesets, only follow a ``RedisCache`` (docs/fleet.md).
         max_staleness: Seconds after which held data counts as stale: a ``stale``
             event fires once, and ``ready`` again on recovery (off).
         fallback: ``fallback(flag_key, context)`` supplies the value when a flag is
@@ -203,12 +207,16 @@ class PhaseFlagClient:
         self._default_values = default_context._values if default_context else _NO_VALUES
         self._misses = Misses(self._warn_once, fallback)
         self._cache: Cache = cache if cache is not None else default_cache(self._settings)
+        from ._fleet import FleetCache, shared_cache
+
+        self._fleet_cache = shared_cache(cache, self._settings.fetch_mode)
+        store_cache = self._cache if self._fleet_cache is None else FleetCache(self._fleet_cache)
 
         self._state = _State.NEW
         self._overrides: dict[str, EvaluationResult] = {}
         self._listeners = Listeners()
         self._store = RulesetStore(
-            cache=self._cache,
+            cache=store_cache,
             cache_key=cache_key(self._settings.base_url, self._settings.api_key),
             listeners=self._listeners,
             warn=self._warn_once,
@@ -264,14 +272,47 @@ class PhaseFlagClient:
 
     def _make_sync(self) -> Any:
         s = self._settings
-        assert self._transport is not None
         before = self._fetch_bootstrap_url if s.bootstrap_url else None
+        if self._fleet_cache is not None:
+            return self._make_fleet(self._fleet_cache, before)
+        assert self._transport is not None
         if s.fetch_mode == "streaming":
             from ._stream import Streamer
 
             return Streamer(self._transport, self._store, s.polling_interval, before_first=before)
         return Poller(
             self._transport.fetch_ruleset, self._store, s.polling_interval, before_first=before
+        )
+
+    def _make_fleet(self, cache: RedisCache, before: Callable[[], None] | None) -> Any:
+        """The fleet sync: lead (this process fetches for all) or follow the shared Redis."""
+        from ._fleet import Fleet, Inner
+        from ._sync import SyncSink
+        from .redis import environment_key
+
+        s, store, transport = self._settings, self._store, self._transport
+
+        def held() -> int | None:
+            ruleset = store.ruleset
+            return None if ruleset is EMPTY_RULESET else ruleset.version
+
+        def make_inner(sink: SyncSink) -> Inner:
+            assert transport is not None
+            if s.fetch_mode == "streaming":
+                from ._stream import Streamer
+
+                return Streamer(transport, sink, self._settings.polling_interval)
+            return Poller(transport.fetch_ruleset, sink, self._settings.polling_interval)
+
+        follow_only = s.fetch_mode == "cache" or transport is None
+        return Fleet(
+            cache,
+            environment_key(s.api_key),
+            store,
+            interval=s.polling_interval,
+            held=held,
+            make_inner=None if follow_only else make_inner,
+            before_first=before,
         )
 
     def _post_events(self, payload: dict[str, Any]) -> None:
@@ -319,7 +360,7 @@ class PhaseFlagClient:
             self._state = _State.RUNNING
             register(self)
             self._store.load_cache()
-            if self._transport is None:
+            if self._transport is None and self._fleet_cache is None:
                 self._store.mark_ready()
             else:
                 self._sync = self._sync or self._make_sync()
@@ -734,7 +775,13 @@ class PhaseFlagClient:
             events_dropped=stats.dropped + self._events_dropped_offline,
             events_failed=stats.failed,
             events_queued=stats.queued,
+            leader=self._leader(),
         )
+
+    def _leader(self) -> bool | None:
+        if self._fleet_cache is None:
+            return None
+        return bool(getattr(self._sync, "leader", False))
 
     @property
     def ruleset(self) -> Ruleset:

@@ -193,8 +193,10 @@ def check_verify(name: str, value: object) -> bool | str:
 
 def _fetch_mode(name: str, value: object) -> str:
     text = _text(name, value).strip().lower()
-    if text not in ("polling", "streaming"):
-        raise ConfigError(name, f"{value!r} is not a fetch mode", "use 'polling' or 'streaming'")
+    if text not in ("polling", "streaming", "cache"):
+        raise ConfigError(
+            name, f"{value!r} is not a fetch mode", "use 'polling', 'streaming' or 'cache'"
+        )
     return text
 
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
 from ._backoff import Backoff, jittered
-from ._errors import RulesetError, RulesetTooLargeError, SharedCacheError
+from ._cache import Cache
+from ._errors import ConfigError, RulesetError, RulesetTooLargeError, SharedCacheError
 from ._loop import Loop
 from ._sync import SyncSink
 
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
     from .redis import RedisCache
 
-__all__ = ["Fleet", "Inner"]
+__all__ = ["Fleet", "FleetCache", "Inner", "shared_cache"]
 
 _log = logging.getLogger("phaseflag")
 
@@ -46,6 +48,48 @@ class Inner(Protocol):
     def start(self) -> None: ...
 
     def stop(self, timeout: float = 1.0) -> bool: ...
+
+
+def shared_cache(cache: Cache | None, fetch_mode: str) -> RedisCache | None:
+    """The RedisCache the fleet sync should follow, or None for the normal sync.
+
+    A shared RedisCache, or any RedisCache with ``fetch_mode="cache"``; ``"cache"`` with
+    another cache is a ConfigError. phaseflag.redis is looked up, never imported, here.
+    """
+    module = sys.modules.get("phaseflag.redis")
+    redis_cache = module is not None and isinstance(cache, module.RedisCache)
+    if fetch_mode == "cache" and not redis_cache:
+        raise ConfigError(
+            "fetch_mode",
+            "'cache' follows a shared Redis, but cache= is not a RedisCache",
+            "pass cache=RedisCache(url) from phaseflag.redis, or use 'polling'",
+        )
+    if redis_cache and (fetch_mode == "cache" or cache.shared):  # type: ignore[union-attr]
+        return cache  # type: ignore[return-value]
+    return None
+
+
+class FleetCache(Cache):
+    """The store's view of a cache the fleet sync owns: it reads and writes Redis itself.
+
+    ``get`` is a miss (the fleet thread loads from Redis, never ``start()``), ``set`` does
+    nothing (the leader writes with the version and ETag), ``close`` closes the RedisCache.
+    """
+
+    def __init__(self, cache: RedisCache) -> None:
+        self.cache = cache
+
+    def get(self, key: str) -> bytes | None:
+        return None
+
+    def set(self, key: str, value: bytes) -> None:
+        pass
+
+    def delete(self, key: str) -> None:
+        pass
+
+    def close(self) -> None:
+        self.cache.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -299,6 +299,8 @@ class ClientStatus:
 
     Times are ``time.time()`` seconds; ``ruleset_age`` is seconds since the held
     ruleset was last confirmed fresh (applied or 304), None when none is held.
+    ``leader`` is True while this process fetches for a fleet sharing a RedisCache,
+    False while it follows Redis, None without a shared cache.
     """
 
     state: str
@@ -315,3 +317,4 @@ class ClientStatus:
     events_dropped: int
     events_failed: int
     events_queued: int
+    leader: bool | None = None

@@ -23,11 +23,25 @@ import pytest
 START_TIMEOUT = 20.0
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(*, bus: bool = False) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    With ``bus``, one whose cluster bus port (port + 10000) is free and valid too.
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if not bus:
+            return port
+        if port + 10000 > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
 
 
 def _binary(name: str) -> str:
@@ -50,7 +64,7 @@ class RedisServer:
         args: Sequence[str] = (),
         tls: tuple[str, str] | None = None,
     ) -> None:
-        self.port = port or free_port()
+        self.port = port or free_port(bus="--cluster-enabled" in args)
         self.directory = directory
         self.args = list(args)
         self.tls = tls  # (certificate, key) files: TLS only, on ``port``
@@ -194,3 +208,146 @@ def redis_server() -> Iterator[RedisServer]:
     """One empty redis-server for this test."""
     with redis_servers(1) as servers:
         yield servers[0]
+
+
+# -- fleet workers: real processes each running one PhaseFlagClient --------------------------
+
+WORKER = r"""
+import json, os, resource, sys, threading, time
+from phaseflag import PhaseFlagClient, EvaluationEvent
+from phaseflag.redis import RedisCache
+
+opts = json.loads(sys.argv[1])
+lock = threading.Lock()
+
+def say(**fields):
+    with lock:
+        sys.stdout.write(json.dumps(fields) + "\n")
+        sys.stdout.flush()
+
+cache = RedisCache(opts["redis"], lease_time=opts["lease"], connect_timeout=0.5,
+                   read_timeout=0.25)
+client = PhaseFlagClient(base_url=opts["base_url"], api_key=opts["api_key"],
+                         polling_interval=opts["interval"], cache=cache,
+                         fetch_mode=opts.get("fetch_mode"), event_flush_interval=0.2)
+client.on("change", lambda e: say(event="version", version=e.current_version,
+                                  source=e.source, t=time.time()))
+client.start()
+say(event="started", pid=os.getpid())
+
+def status():
+    s = client.status()
+    started = time.perf_counter()
+    for _ in range(1000):
+        client.get_boolean_value("flag", False)
+    read_us = (time.perf_counter() - started) * 1000
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    say(event="status", version=s.ruleset_version, source=s.ruleset_source, leader=s.leader,
+        ready=s.ready, cpu=usage.ru_utime + usage.ru_stime, rss_kb=usage.ru_maxrss,
+        read_us=read_us, value=client.get_boolean_value("flag", False))
+
+def leader_watch():
+    last = None
+    while True:
+        now = client.status().leader
+        if now != last:
+            say(event="leader", leader=now, t=time.time())
+            last = now
+        time.sleep(0.02)
+
+threading.Thread(target=leader_watch, daemon=True).start()
+for line in sys.stdin:
+    command = line.strip()
+    if command == "status":
+        status()
+    elif command == "event":
+        client.track_event(EvaluationEvent("clicked", user_id="u1"))
+        say(event="flushed", ok=client.flush_events())
+    elif command == "stop":
+        started = time.monotonic()
+        client.stop()
+        say(event="stopped", seconds=time.monotonic() - started)
+        break
+"""
+
+
+class Worker:
+    """One worker process; its JSON lines update ``version``/``leader``/``last`` as they come."""
+
+    def __init__(self, options: dict[str, object]) -> None:
+        import json
+        import sys
+        import threading
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PHASEFLAG_")}
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", WORKER, json.dumps(options)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        self.version: int | None = None
+        self.leader: bool | None = None
+        self.lines: list[dict[str, object]] = []
+        self.cond = threading.Condition()
+        self._json = json
+        self._reader = threading.Thread(target=self._read, name="fleet-worker-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            try:
+                line = self._json.loads(raw)
+            except ValueError:
+                continue
+            with self.cond:
+                self.lines.append(line)
+                if line["event"] == "version":
+                    self.version = int(line["version"])  # type: ignore[call-overload]
+                elif line["event"] == "leader":
+                    self.leader = bool(line["leader"])
+                self.cond.notify_all()
+
+    def send(self, command: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def ask(self, command: str, reply: str, timeout: float = 30.0) -> dict[str, object]:
+        """Send ``command`` and wait for the next line of event ``reply``."""
+        with self.cond:
+            seen = len(self.lines)
+        self.send(command)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for line in self.lines[seen:]:
+                    if line["event"] == reply:
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or self.process.poll() is not None:
+                    pytest.fail(f"worker {self.process.pid} did not answer {command!r}")
+                self.cond.wait(left)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+        self._reader.join(5)
+
+
+@contextlib.contextmanager
+def fleet_workers(count: int, options: dict[str, object]) -> Iterator[list[Worker]]:
+    """``count`` worker processes with the same options, killed on exit."""
+    workers: list[Worker] = []
+    try:
+        for _ in range(count):
+            workers.append(Worker(options))
+        yield workers
+    finally:
+        for worker in workers:
+            worker.kill()

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -432,8 +435,6 @@ def test_paused_redis_is_bounded(
         try:
             wait_for(lambda: not fleet.leader, timeout=15)  # the renewal timed out: solo
             assert fleet._inner is not None
-            import time
-
             started = time.monotonic()
             assert fleet.stop(1.0)
             assert time.monotonic() - started < 1.5
@@ -454,3 +455,82 @@ def test_invalid_document_in_redis_keeps_the_last_good(
     writer.write(ENV, json.dumps({"version": 2, "flags": "nope"}).encode(), 2, None)
     wait_for(lambda: any("ruleset" in str(e).lower() for e in sink.failures), timeout=10)
     assert sink.held() == 1
+
+
+# -- the client with a RedisCache ------------------------------------------------------------
+
+
+def test_fetch_mode_cache_needs_a_redis_cache(make_client: Callable[..., Any]) -> None:
+    from phaseflag import ConfigError, PhaseFlagClient
+
+    with pytest.raises(ConfigError, match="fetch_mode"):
+        PhaseFlagClient(base_url="", fetch_mode="cache")
+    assert make_client(base_url="").status().leader is None
+
+
+def test_cache_mode_client_reads_never_wait_for_redis(
+    redis_server: RedisServer, caches: list[RedisCache], make_client: Callable[..., Any]
+) -> None:
+    writer = RedisCache(redis_server.url)
+    caches.append(writer)
+    writer.write(environment_key("k"), doc(4, False), 4, None)
+    client = make_client(
+        base_url="",
+        api_key="k",
+        fetch_mode="cache",
+        polling_interval=0.2,
+        cache=RedisCache(redis_server.url, lease_time=1.0, read_timeout=0.2),
+    )
+    client.start()
+    assert client.wait_until_ready(10)
+    status = client.status()
+    assert (status.ruleset_version, status.ruleset_source, status.leader) == (4, "redis", False)
+    redis_server.pause()
+    try:
+        started = time.perf_counter()
+        for _ in range(10_000):
+            assert client.get_boolean_value("flag", True) is False
+        assert time.perf_counter() - started < 2.0  # 10,000 reads: no Redis round trip in them
+        wait_for(lambda: client.status().consecutive_failures > 0, timeout=10)
+        started = time.monotonic()
+        client.stop()
+        assert time.monotonic() - started < 1.5
+    finally:
+        redis_server.resume()
+
+
+def test_forked_child_restarts_the_fleet_threads(
+    redis_server: RedisServer, loopback_api: LoopbackAPI, make_client: Callable[..., Any]
+) -> None:
+    client = make_client(
+        base_url=loopback_api.base_url,
+        api_key="sdk-test-key",
+        polling_interval=0.2,
+        cache=RedisCache(redis_server.url, lease_time=1.0, read_timeout=0.2),
+    )
+    client.start()
+    wait_for(lambda: client.status().leader, timeout=10)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a follower that restarted its own threads
+        code = 1
+        try:
+            os.close(read)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                names = {t.name for t in threading.enumerate()}
+                if client.status().ruleset_version == 2 and "phaseflag-fleet" in names:
+                    code = 0
+                    break
+                time.sleep(0.01)
+            os.write(write, f"{code} {client.status().leader}".encode())
+        finally:
+            os._exit(code)
+    os.close(write)
+    loopback_api.publish(ruleset(boolean_flag("flag", False), version=2))
+    with os.fdopen(read) as pipe:
+        answer = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, answer
+    assert answer == "0 False"  # the parent keeps the lease; the child follows
+    assert client.status().leader is True
