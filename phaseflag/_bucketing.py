@@ -9,10 +9,11 @@ the low two decimal digits pick the whole percent (Unleash's normalised value fo
 from __future__ import annotations
 
 from bisect import bisect_right
+from datetime import datetime
 
 import mmh3
 
-__all__ = ["BUCKETS", "bucket", "choose"]
+__all__ = ["BUCKETS", "bucket", "bucket_key_text", "choose"]
 
 #: Buckets per 100 percent: weights are percentages with up to three decimals.
 BUCKETS = 100_000
@@ -35,3 +36,21 @@ def bucket(salt: str, key: str) -> int:
 def choose(thresholds: tuple[int, ...], value: int) -> int:
     """Index of the first cumulative threshold greater than ``value`` (the served slot)."""
     return bisect_right(thresholds, value)
+
+
+def bucket_key_text(value: object) -> str | None:
+    """How a non-string bucketing value becomes text: ``true``/``false``, ints in decimal,
+    floats by ``repr`` and datetimes in ISO-8601, so other SDKs can agree.
+
+    None (no bucketing key) for an int too long for Python to write in decimal.
+    """
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    try:
+        return repr(value) if isinstance(value, float) else str(value)
+    except ValueError:  # int beyond sys.get_int_max_str_digits()
+        return None

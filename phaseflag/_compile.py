@@ -10,6 +10,7 @@ previous Ruleset, flags whose definition did not change are reused untouched.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import math
@@ -17,8 +18,10 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
+from ._codegen import generate
 from ._model import Condition, Flag, Rollout, Rule, Ruleset, Segment, Serve
-from ._operators import InvalidCondition, compile_condition, fuse, match_rules
+from ._operators import InvalidCondition, compile_condition
+from ._readcost import plan_flag, plan_segment, read_work_problems
 from ._schema import (
     MAX_DOCUMENT_BYTES,
     json_depth_exceeds,
@@ -201,6 +204,10 @@ def _compile_items(
     if errors:
         raise reject(errors)
     _check_prerequisites(flags)
+    for key, message in read_work_problems(flags).items():
+        flags[key] = _invalid_flag(
+            flags[key].source, ".prerequisites", message, flags[key].source_text
+        )
     problems = tuple(segment_problems) + tuple(
         (f"flags[{seen[f.key]}]{f.error_path}", f.error) for f in flags.values() if f.error
     )
@@ -298,11 +305,11 @@ def _compile_segment(raw: dict[str, Any], index: int, known: Mapping[str, Segmen
     rules = []
     for r, rule in enumerate(raw.get("rules", [])):
         rules.append(_conditions(rule["conditions"], known, f"segments[{index}].rules[{r}]"))
-    return Segment(
-        key=raw["key"],
-        included=frozenset(raw.get("included", ())),
-        excluded=frozenset(raw.get("excluded", ())),
-        rules=tuple(rules),
+    return plan_segment(
+        raw["key"],
+        frozenset(raw.get("included", ())),
+        frozenset(raw.get("excluded", ())),
+        tuple(rules),
     )
 
 
@@ -420,7 +427,7 @@ def _build_flag(raw: dict[str, Any], text: str, segments: Mapping[str, Segment])
             rule_id=rule_id,
             reason=Reason.TARGETING_MATCH,
         )
-        rules.append(Rule(rule_id, conditions, fuse(conditions), serve))
+        rules.append(Rule(rule_id, conditions, serve))
 
     default_raw = raw.get("default")
     if default_raw is None:
@@ -440,7 +447,11 @@ def _build_flag(raw: dict[str, Any], text: str, segments: Mapping[str, Segment])
         static = off_result
     elif not prerequisites and not targets and not rules and default.rollout is None:
         static = default.result
-    return Flag(
+    try:
+        needs_scope, work = plan_flag(tuple(r.conditions for r in rules), bool(prerequisites))
+    except ValueError as exc:
+        raise _Invalid(".rules", str(exc)) from None
+    flag = Flag(
         key=key,
         type=kind,
         enabled=enabled,
@@ -459,10 +470,11 @@ def _build_flag(raw: dict[str, Any], text: str, segments: Mapping[str, Segment])
         source_text=text,
         metadata=raw["metadata"] if isinstance(raw.get("metadata"), dict) else None,
         segment_keys=frozenset(used_segments) if used_segments else _NO_KEYS,
-        match_rules=match_rules(tuple(rule.conditions for rule in rules))
-        if len(rules) > 1
-        else None,
+        needs_scope=needs_scope,
+        work=work,
     )
+    run = generate(flag) if static is None else None
+    return flag if run is None else dataclasses.replace(flag, run=run)
 
 
 def _serve(

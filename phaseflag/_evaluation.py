@@ -1,7 +1,8 @@
 """The evaluator: a pure function of (compiled flag, context values, ruleset).
 
-No clock, no I/O, no globals, no locks. ``explain`` runs the same code with a
-trace list; when no trace is asked for, the only cost is a ``None`` check per step.
+No clock, no I/O, no globals, no locks. ``explain`` runs the interpreter with a trace
+list and the same matcher (``_matcher.first_match``); a plain read runs the flag's
+generated code (``_codegen``) when it has one, the interpreter otherwise.
 Order (DESIGN.md §4): invalid -> disabled -> prerequisites -> targets -> rules -> default.
 """
 
@@ -10,21 +11,16 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-import mmh3
-
-from ._bucketing import bucket
+from ._bucketing import bucket, bucket_key_text
+from ._matcher import ReadScope, Trace, first_match, scope_of
 from ._model import Flag, Ruleset, Serve, Values
 from .types import ErrorCode, EvaluationContext, EvaluationResult, Reason
 
 __all__ = ["Explanation", "evaluate", "evaluate_flag", "explain", "not_found", "short"]
 
 _NO_VALUES: Mapping[str, Any] = {}
-_hash = mmh3.hash
-
-Trace = list[dict[str, Any]]
 
 
 def short(text: object, limit: int = 80) -> str:
@@ -58,15 +54,24 @@ def evaluate(
 def evaluate_flag(
     flag: Flag, values: Values, ruleset: Ruleset, trace: Trace | None = None
 ) -> EvaluationResult:
-    """Evaluate a compiled flag against context ``values`` (``EvaluationContext._values``)."""
+    """Evaluate a compiled flag against context ``values`` (``EvaluationContext._values``).
+
+    Without a trace, a flag with a generated read (``_codegen``) runs it; otherwise the
+    interpreter below walks the flag, ``explain`` included (one matching path).
+    """
     static = flag.static
     if static is not None:
         if trace is not None:
             _trace_static(flag, trace)
         return static
+    if trace is None:
+        run = flag.run
+        if run is not None:
+            return run(values)
+    if flag.needs_scope:
+        values = scope_of(values)
     for parent_key, wanted in flag.prerequisites:
-        parent = ruleset.flags.get(parent_key)
-        got = None if parent is None else evaluate_flag(parent, values, ruleset, None)
+        got = _prerequisite(parent_key, values, ruleset)
         passed = got is not None and got.variation_key == wanted and got.error_code is None
         if trace is not None:
             trace.append(
@@ -87,36 +92,28 @@ def evaluate_flag(
             trace.append({"step": "targets", "user_id": user_id, "matched": hit is not None})
         if hit is not None:
             return hit
-    if trace is None:
-        matcher = flag.match_rules
-        serve = flag.default
-        if matcher is not None:
-            index = matcher(values)
-            if index >= 0:
-                serve = flag.rules[index].serve
-        else:
-            for rule in flag.rules:
-                if rule.match(values):
-                    serve = rule.serve
-                    break
-        fixed = serve.result  # _serve(), inlined for the common fixed-variation case
-        return fixed if fixed is not None else _serve(serve, values, None)
-    for index, rule in enumerate(flag.rules):
-        failed = next((c for c in rule.conditions if not c.test(values)), None)
-        step: dict[str, Any] = {
-            "step": "rule",
-            "index": index,
-            "id": rule.id,
-            "matched": failed is None,
-        }
-        if failed is not None:
-            step["failed_condition"] = dict(failed.source)
-            step["context_value"] = _show(values.get(failed.attribute or ""))
-        trace.append(step)
-        if failed is None:
-            return _serve(rule.serve, values, trace)
-    trace.append({"step": "default"})
-    return _serve(flag.default, values, trace)
+    rules = flag.rules
+    first = len(trace) if trace is not None else 0
+    index = first_match([rule.conditions for rule in rules], values, trace)
+    if trace is not None:
+        for step in trace[first:]:
+            step["id"] = rules[step["index"]].id
+        if index < 0:
+            trace.append({"step": "default"})
+    return _serve(rules[index].serve if index >= 0 else flag.default, values, trace)
+
+
+def _prerequisite(key: str, values: Values, ruleset: Ruleset) -> EvaluationResult | None:
+    """A prerequisite's result, evaluated at most once per read (memoised in the scope)."""
+    memo = values.flags if type(values) is ReadScope else None
+    if memo is not None and key in memo:
+        got: EvaluationResult | None = memo[key]
+        return got
+    parent = ruleset.flags.get(key)
+    got = None if parent is None else evaluate_flag(parent, values, ruleset, None)
+    if memo is not None:
+        memo[key] = got
+    return got
 
 
 def _serve(serve: Serve, values: Values, trace: Trace | None) -> EvaluationResult:
@@ -141,12 +138,7 @@ def _serve(serve: Serve, values: Values, trace: Trace | None) -> EvaluationResul
                 }
             )
         return rollout.no_key_result
-    text = rollout.prefix + key
-    if text.isascii():  # bucket(rollout.salt, key), inlined on the read path
-        h = _hash(text, 0, False)
-        slot = (h % 100) * 1000 + (h // 100) % 1000
-    else:
-        slot = bucket(rollout.salt, key)
+    slot = bucket(rollout.salt, key)
     if trace is not None:
         trace.append(
             {
@@ -161,24 +153,6 @@ def _serve(serve: Serve, values: Values, trace: Trace | None) -> EvaluationResul
     return rollout.results[bisect_right(rollout.thresholds, slot)]
 
 
-def bucket_key_text(value: object) -> str | None:
-    """How a non-string bucketing value becomes text: ``true``/``false``, ints in decimal,
-    floats by ``repr`` and datetimes in ISO-8601, so other SDKs can agree.
-
-    None (no bucketing key) for an int too long for Python to write in decimal.
-    """
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, datetime):
-        return value.isoformat()
-    try:
-        return repr(value) if isinstance(value, float) else str(value)
-    except ValueError:  # int beyond sys.get_int_max_str_digits()
-        return None
-
-
 def _trace_static(flag: Flag, trace: Trace) -> None:
     if flag.error:
         trace.append({"step": "invalid", "error": flag.error, "path": flag.error_path})
@@ -186,14 +160,6 @@ def _trace_static(flag: Flag, trace: Trace) -> None:
         trace.append({"step": "disabled"})
     else:
         trace.append({"step": "default", "note": "no prerequisites, targets or rules"})
-
-
-def _show(value: object) -> Any:
-    if isinstance(value, str) and len(value) > 80:
-        return value[:77] + "..."
-    if type(value) is int and value.bit_length() > 64:  # keep the trace printable
-        return f"<{value.bit_length()}-bit integer>"
-    return value.isoformat() if isinstance(value, datetime) else value
 
 
 @dataclass(frozen=True, slots=True)

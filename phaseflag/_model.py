@@ -35,32 +35,26 @@ class Condition:
     negate: bool
     test: Test
     source: Mapping[str, Any] = field(repr=False, compare=False)
+    # The compiled operand the generated read code binds (a set, a bound, segments).
+    operand: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """A reusable audience: explicit inclusions/exclusions plus rules (any rule matching)."""
+    """A reusable audience: explicit inclusions/exclusions plus rules (any rule matching).
+
+    Membership is decided by ``_matcher.segment_contains``. ``tree`` (visits without a
+    memo, capped), ``closure`` (segment keys it reaches, itself included) and ``work``
+    (conditions over that closure, each counted once) are planned by ``_readcost``.
+    """
 
     key: str
     included: frozenset[str]
     excluded: frozenset[str]
     rules: tuple[tuple[Condition, ...], ...]
-
-    def contains(self, values: Values) -> bool:
-        """True when the context belongs to the segment; exclusion beats inclusion."""
-        user_id = values.get("user_id")
-        if user_id is not None:
-            if user_id in self.excluded:
-                return False
-            if user_id in self.included:
-                return True
-        for conditions in self.rules:
-            for condition in conditions:
-                if not condition.test(values):
-                    break
-            else:
-                return True
-        return False
+    tree: int = field(default=1, compare=False)
+    closure: frozenset[str] = field(default=frozenset(), compare=False)
+    work: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +80,10 @@ class Serve:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """An ordered targeting rule: all ``conditions`` hold -> ``serve``.
-
-    ``match`` is the conditions fused into one callable for the fast path.
-    """
+    """An ordered targeting rule: all ``conditions`` hold -> ``serve``."""
 
     id: str | None
     conditions: tuple[Condition, ...]
-    match: Test
     serve: Serve
 
 
@@ -125,8 +115,12 @@ class Flag:
     # smaller than keeping the parsed dicts alive (``source`` rebuilds them).
     source_text: str = field(default="{}", repr=False, compare=False)
     segment_keys: frozenset[str] = frozenset()
-    # Index of the first matching rule (-1: none), when rules share conditions.
-    match_rules: Callable[[Values], int] | None = None
+    # The generated read (``_codegen``); None: the interpreter evaluates the flag.
+    run: Callable[[Values], EvaluationResult] | None = field(default=None, compare=False)
+    # Reads need a ReadScope: prerequisites, or a segment reached along two paths.
+    needs_scope: bool = False
+    # Conditions one read of this flag alone evaluates, its segments included (_readcost).
+    work: int = 0
     # The definition's optional "metadata" object (surfaced by the OpenFeature provider).
     metadata: Mapping[str, Any] | None = None
 

@@ -10,6 +10,7 @@ import pytest
 from conftest import boolean_flag, rule, ruleset, string_flag
 
 from phaseflag._bucketing import bucket
+from phaseflag._codegen import shapes
 from phaseflag._compile import compile_ruleset
 from phaseflag._evaluation import evaluate, explain
 from phaseflag._model import Ruleset
@@ -198,9 +199,12 @@ def _tier_flag() -> dict[str, Any]:
 class TestRules:
     """Rules: first match wins; shared conditions are evaluated once."""
 
-    def test_shared_condition_matcher_is_used(self) -> None:
-        """Rules sharing conditions compile to one matcher."""
-        assert _compile(_tier_flag()).flags["tiers"].match_rules is not None
+    def test_shared_conditions_are_generated_once(self) -> None:
+        """Rules sharing conditions compile to one generated read that tests each once."""
+        flag = _compile(_tier_flag()).flags["tiers"]
+        assert flag.run is not None
+        source = next(s for s, code in shapes().items() if code is flag.run.__code__)
+        assert ":= " in source  # shared conditions are memoised in locals
 
     @pytest.mark.parametrize("country", ["US", "CA", "DE", None])
     @pytest.mark.parametrize("spend", [5, 150, 5000, "2000", None])
