@@ -1,5 +1,6 @@
-"""Analytics events: a bounded queue of custom events, lock-free evaluation counters, and
-the ``phaseflag-events`` thread that posts both to ``/sdk/events`` in batches.
+"""Analytics events: a bounded queue of custom events and the ``phaseflag-events`` thread
+that posts them, with the evaluation counters' summaries (``_counters``), to
+``/sdk/events`` in batches.
 """
 
 from __future__ import annotations
@@ -7,7 +8,6 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ._backoff import Backoff
-from ._errors import ConfigError, TransportError
+from ._config import positive_int, positive_seconds
+from ._counters import EvaluationCounters, LockFreeCount
+from ._errors import TransportError
 from ._loop import Loop
 from ._version import __version__
 from .types import EvaluationEvent
@@ -37,10 +39,11 @@ class EventStats:
     """Custom-event counters of an EventProcessor at one moment.
 
     ``sent``: delivered (the API answered 2xx). ``dropped``: discarded because the queue
-    was full (the oldest go first). ``failed``: rejected by the API (400, still 413 on
-    its own, or not serialisable) and not retried. ``queued``: waiting, including a batch
-    held for retry. Once nothing is queued, ``sent + dropped + failed`` equals the number
-    of ``track()`` calls. Summary events are not counted here.
+    was full (the oldest go first), still undelivered when ``stop()`` returned, or tracked
+    after it. ``failed``: rejected by the API (400, still 413 on its own, or not
+    serialisable) and not retried. ``queued``: waiting, including a batch held for retry.
+    Once nothing is queued, ``sent + dropped + failed`` equals the number of ``track()``
+    calls. Summary events are not counted here.
     """
 
     sent: int
@@ -68,8 +71,11 @@ class EventProcessor:
     ``send(payload)`` POSTs one ``{"sdk": ..., "events": [...]}`` payload and raises
     TransportError on failure. A 429, 408, 5xx or network error keeps the batch for a
     retry after a backoff (honouring ``retry_after``); a 400 (or any other 4xx) drops it
-    with a warning; a 413 halves the batch until a single event that is still too large
-    is dropped. Events are sent exactly once and in order once the endpoint recovers.
+    with a warning; a 413 halves the batch until a single event that is still too large is
+    dropped. When that happens before any batch got through, the API may refuse everything:
+    the flush stops and backs off, so an API answering 413 to everything costs about
+    log2(batch_size) + 1 requests per backoff step, never one per event.
+    Events are sent exactly once and in order once the endpoint recovers.
 
     Memory is bounded: at most ``max_queue_size`` events wait in the queue (when it is
     full the oldest is dropped and counted), plus the one batch held for retry. During
@@ -77,7 +83,8 @@ class EventProcessor:
 
     ``track()`` and ``count()`` are lock-free and never raise; ``flush()``, ``stop()``
     and the flusher thread serialise on a lock held only while sending, so no event is
-    sent twice. All methods are thread-safe. Raises ConfigError for a bad option.
+    sent twice. All methods are thread-safe. Raises ConfigError for a bad option (named
+    as the client's option, checked by ``_config``'s validators).
     """
 
     def __init__(
@@ -88,16 +95,11 @@ class EventProcessor:
         batch_size: int = 100,
         max_queue_size: int = 10_000,
     ) -> None:
-        if not (math.isfinite(flush_interval) and flush_interval > 0):
-            raise ConfigError(
-                "event_flush_interval", f"must be > 0 seconds, got {flush_interval!r}"
-            )
-        if batch_size < 1:
-            raise ConfigError("event_batch_size", f"must be >= 1, got {batch_size!r}")
-        if max_queue_size < 1:
-            raise ConfigError("max_queue_size", f"must be >= 1, got {max_queue_size!r}")
+        flush_interval = positive_seconds("event_flush_interval", flush_interval)
+        batch_size = positive_int("event_batch_size", batch_size)
+        max_queue_size = positive_int("max_event_queue_size", max_queue_size)
         self._send = send
-        self._flush_interval = float(flush_interval)
+        self._flush_interval = flush_interval
         self._batch_size = batch_size
         self._max_queue_size = max_queue_size
         # A full queue wakes the flusher too, even when batch_size is larger.
@@ -108,25 +110,26 @@ class EventProcessor:
         # are atomic under the GIL).
         self._queue: deque[EvaluationEvent] = deque()
         self._wake_pending = False
-        self._drops = itertools.count()
-        self._counts: dict[str, dict[str | None, itertools.count[int]]] = {}
+        self._drops = LockFreeCount()
+        self.counters = EvaluationCounters()
+        # The read path inlines count() through this dict (see EvaluationCounters).
+        self._counts = self.counters.by_flag
         # Owned by whoever holds _send_lock.
         self._send_lock = threading.Lock()
         self._outbox: deque[dict[str, Any]] = deque()
         self._outbox_events = 0
         self._summary_pending = False
-        self._seen: dict[tuple[str, str | None], int] = {}
         self._window_start_ms = _now_ms()
         self._sent = 0
         self._failed = 0
+        self._discarded = 0  # undelivered at stop(): counted as dropped
         self._rejections = 0
         self._drops_warned = 0
         self._backoff = Backoff(min(_BACKOFF_BASE, self._flush_interval), _BACKOFF_CAP)
         self._retry_at = 0.0
         self._next_flush = 0.0
-        # Serialises readers of the drop counter (see _dropped()).
-        self._read_lock = threading.Lock()
-        self._drop_reads = 0
+        self._too_large = False  # the last SPLIT was a 413 (back off) rather than a bad event
+        self._abandoned = False  # stop() returned while a send was in flight
 
     # -- hot paths: no lock, O(1), never raise ------------------------------------------
 
@@ -136,6 +139,9 @@ class EventProcessor:
         When the queue is full the oldest event is dropped (and counted in ``dropped``).
         Once ``batch_size`` events wait (or the queue is full), the flusher is woken.
         """
+        if self._state is _State.STOPPED:  # nothing would ever send it
+            self._drops.add()
+            return
         queue = self._queue
         queue.append(event)
         size = len(queue)
@@ -145,25 +151,15 @@ class EventProcessor:
                     queue.popleft()
                 except IndexError:  # the flusher emptied it meanwhile: nothing dropped
                     return
-                next(self._drops)
+                self._drops.add()
             if not self._wake_pending:
                 self._wake_pending = True
                 self._loop.wake()
 
     def count(self, flag_key: str, variation_key: str | None) -> None:
-        """Count one evaluation of ``flag_key`` serving ``variation_key`` for the summary.
-
-        Lock-free (about 70 ns): ``next()`` on an ``itertools.count`` is atomic under
-        the GIL, and the flusher reads a counter by calling ``next()`` itself and
-        subtracting its own calls, so no count is lost or counted twice. The counters
-        live as long as the processor (one per flag and variation served).
-        """
-        try:
-            next(self._counts[flag_key][variation_key])
-        except KeyError:
-            # setdefault is atomic: racing first calls share whichever counter wins.
-            by_variation = self._counts.setdefault(flag_key, {})
-            next(by_variation.setdefault(variation_key, itertools.count()))
+        """Count one evaluation of ``flag_key`` serving ``variation_key`` for the summary
+        (lock-free; see EvaluationCounters)."""
+        self.counters.count(flag_key, variation_key)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -171,6 +167,7 @@ class EventProcessor:
         """Start the ``phaseflag-events`` thread; a no-op while it runs."""
         if self._state is _State.RUNNING:
             return
+        self._abandoned = False
         self._next_flush = time.monotonic() + self._flush_interval
         self._state = _State.RUNNING
         self._loop.start()
@@ -180,38 +177,48 @@ class EventProcessor:
 
         Bounded by about ``timeout`` seconds: no batch is started after the deadline
         (the first always is), though one ``send`` in flight runs to its own timeout.
-        Events still undelivered are logged and stay queued for a later ``flush()``.
+        Events still undelivered then are counted as dropped (and logged), never left
+        queued; events tracked after ``stop()`` are dropped too, until ``start()``.
         """
         deadline = time.monotonic() + timeout
-        joined = self._loop.stop(timeout)
         self._state = _State.STOPPED
+        joined = self._loop.stop(timeout)
         if not self._send_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            _log.warning("phaseflag: a send was still running at stop(); events not flushed")
+            # The flusher is still sending: it discards what is left when its send returns.
+            self._abandoned = True
+            left = self._discard_queue()
+            _log.warning(
+                "phaseflag: a send was still running at stop(); %d queued analytics events "
+                "counted as dropped",
+                left,
+            )
             return False
         try:
             delivered = self._flush_locked(deadline)
+            self._discard_leftovers()
         finally:
             self._send_lock.release()
-        if not delivered:
-            left = self.stats().queued
-            if left:
-                _log.warning("phaseflag: %d analytics events were not delivered at stop()", left)
         return delivered and joined
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything queued now (and the evaluation summary), in batches, at once.
 
-        Returns True when all of it was delivered; False when a batch failed (a retryable
-        batch stays queued) or ``timeout`` ran out. Ignores the retry backoff, since the
-        caller asked. Waits for a send in progress on another thread. Never raises.
+        Returns True only when every event queued at the call (in a batch held for retry
+        or being sent by the flusher included) was accepted; False when one was rejected,
+        dropped or is still waiting (a retryable batch stays queued), or ``timeout`` ran
+        out. Ignores the retry backoff, since the caller asked. Never raises.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        lost_before = self._failed + self._dropped()
+        target = self._sent + lost_before + len(self._queue) + self._outbox_events
         if not self._send_lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
             return False
         try:
-            return self._flush_locked(deadline)
+            delivered = self._flush_locked(deadline)
         finally:
             self._send_lock.release()
+        lost = self._failed + self._dropped()
+        return delivered and lost == lost_before and self._sent + lost >= target
 
     def stats(self) -> EventStats:
         """The current counters (see EventStats); thread-safe."""
@@ -223,35 +230,31 @@ class EventProcessor:
         )
 
     def reset_after_fork(self) -> None:
-        """Make a forked child's processor usable; call it in the child only.
+        """Make a forked child's processor usable; call it in the child only (no lock taken).
 
         The child's copies of queued events, the retry batch and evaluation counts belong
         to the parent, which sends them: the child forgets them (so nothing is sent twice)
         and starts from zero counters. Locks are re-created (the parent's may have been
-        held at the fork) and the flusher thread is restarted if it was running.
+        held at the fork); ``start()`` then starts a new flusher thread.
         """
         self._send_lock = threading.Lock()
-        self._read_lock = threading.Lock()
         self._queue.clear()
         self._outbox.clear()
         self._outbox_events = 0
         self._summary_pending = False
-        for flag_key, by_variation in self._counts.copy().items():
-            for variation_key, counter in by_variation.copy().items():
-                self._seen[flag_key, variation_key] = next(counter) + 1
+        self.counters.forget()
         self._window_start_ms = _now_ms()
-        self._drops = itertools.count()
-        self._drop_reads = 0
+        self._drops.reset()
         self._drops_warned = 0
         self._sent = 0
         self._failed = 0
+        self._discarded = 0
         self._wake_pending = False
         self._backoff.reset()
         self._retry_at = 0.0
         self._loop.reset_after_fork()
         if self._state is _State.RUNNING:
             self._state = _State.NEW
-            self.start()
 
     # -- the flusher ----------------------------------------------------------------------
 
@@ -269,6 +272,8 @@ class EventProcessor:
             self._next_flush = now + self._flush_interval
             with self._send_lock:
                 self._flush_locked(None, interruptible=True)
+                if self._abandoned:  # stop() gave up waiting for this send
+                    self._discard_leftovers()
             now = time.monotonic()
         if self._retry_at > now:
             return self._retry_at - now
@@ -291,6 +296,7 @@ class EventProcessor:
         budget = len(self._queue)  # events tracked during the flush wait for the next one
         limit = self._batch_size
         first = True
+        accepted = False  # has the API taken a batch in this flush?
         while True:
             budget -= self._fill(limit, budget)
             if not self._outbox:
@@ -309,6 +315,38 @@ class EventProcessor:
                 limit = (size + 1) // 2  # and stays smaller for the rest of this flush
                 continue
             self._settle(size, delivered=outcome is _Outcome.DELIVERED)
+            accepted = accepted or outcome is _Outcome.DELIVERED
+            if outcome is _Outcome.SPLIT and self._too_large and not accepted:
+                # One event alone is still too large and nothing got through: the API may
+                # refuse everything, so back off instead of spending a request per event.
+                self._schedule_retry(TransportError("every batch was too large", 413), size)
+                return False
+
+    def _discard_queue(self) -> int:
+        """Count every event still in the queue as dropped (lock-free); returns how many."""
+        left = 0
+        while True:
+            try:
+                self._queue.popleft()
+            except IndexError:
+                break
+            left += 1
+        self._discarded += left
+        return left
+
+    def _discard_leftovers(self) -> None:
+        """After the last flush of stop(): what was not delivered is counted as dropped."""
+        in_outbox = self._outbox_events
+        self._outbox.clear()
+        self._outbox_events = 0
+        self._summary_pending = False
+        self._discarded += in_outbox
+        left = in_outbox + self._discard_queue()
+        if left:
+            _log.warning(
+                "phaseflag: %d analytics events were not delivered by stop(); counted as dropped",
+                left,
+            )
 
     def _fill(self, limit: int, budget: int) -> int:
         """Move queued events into the outbox until it holds ``limit``; returns how many."""
@@ -356,6 +394,7 @@ class EventProcessor:
             if status == 413:
                 if len(batch) == 1:
                     self._warn_rejected("an analytics event is too large (HTTP 413); dropped")
+                self._too_large = True
                 return _Outcome.SPLIT
             self._warn_rejected(
                 "the API rejected %d analytics events (HTTP %s); dropped: %s",
@@ -365,9 +404,10 @@ class EventProcessor:
             )
             return _Outcome.REJECTED
         except Exception as exc:
-            # Most likely an event that does not serialise: halving isolates it.
+            # Most likely an event that does not serialise: halving (at once) isolates it.
             if len(batch) == 1:
                 self._warn_rejected("could not send an analytics event (%r); dropped", exc)
+            self._too_large = False
             return _Outcome.SPLIT
         if self._backoff.attempts:
             _log.info(
@@ -401,44 +441,23 @@ class EventProcessor:
         )
 
     def _take_summary(self) -> dict[str, Any] | None:
-        """Read every counter and return the window's summary event (None if no counts)."""
+        """The window's summary event from the evaluation counters (None if no counts)."""
         end = _now_ms()
         start, self._window_start_ms = self._window_start_ms, end
-        counters: list[dict[str, Any]] = []
-        seen = self._seen
-        # copy() is one atomic step, so count() may add keys while we iterate.
-        for flag_key, by_variation in self._counts.copy().items():
-            for variation_key, counter in by_variation.copy().items():
-                key = (flag_key, variation_key)
-                reading = next(counter)  # = counts so far + our own earlier readings
-                previous = seen.get(key, 0)
-                seen[key] = reading + 1
-                if reading > previous:
-                    counters.append(
-                        {
-                            "flag_key": flag_key,
-                            "variation_key": variation_key,
-                            "count": reading - previous,
-                        }
-                    )
+        counters = self.counters.take()
         if not counters:
             return None
         return {"kind": "summary", "start": start, "end": max(start, end), "counters": counters}
 
     def _dropped(self) -> int:
-        # next() advances the counter, so subtract our own readings (under a lock, since
-        # two readers would otherwise race on _drop_reads).
-        with self._read_lock:
-            value = next(self._drops) - self._drop_reads
-            self._drop_reads += 1
-        return value
+        return self._drops.value() + self._discarded
 
     def _warn_drops(self) -> None:
         """Log once per flush window that events were dropped, never once per event."""
-        dropped = self._dropped()
+        dropped = self._drops.value()
         if dropped > self._drops_warned:
             _log.warning(
-                "phaseflag: the analytics event queue was full (max_queue_size=%d); "
+                "phaseflag: the analytics event queue was full (max_event_queue_size=%d); "
                 "dropped %d events since the last flush",
                 self._max_queue_size,
                 dropped - self._drops_warned,

@@ -509,6 +509,7 @@ class TestFork:
             code = 1
             try:
                 processor.reset_after_fork()
+                processor.start()
                 report: dict[str, Any] = {"stats": list(dataclasses.astuple(processor.stats()))}
                 report["thread"] = wait_until(lambda: len(events_threads()) == 1)
                 processor.count("flag-a", "on")
@@ -537,3 +538,125 @@ class TestFork:
         assert send.ids() == [1]
         (summary,) = send.events("summary")
         assert summary["counters"] == [{"flag_key": "flag-a", "variation_key": "on", "count": 1}]
+
+
+class TestNoSilentLoss:
+    """Issue 10, "no silent event loss": every event is delivered or counted."""
+
+    def test_bad_options_name_the_clients_option(self) -> None:
+        """The queue-size error names ``max_event_queue_size`` (the option a user sets),
+        checked by the same validator as the client's options."""
+        with pytest.raises(ConfigError, match="max_event_queue_size"):
+            EventProcessor(FakeSend(), max_queue_size=0)
+        with pytest.raises(ConfigError, match="event_batch_size"):
+            EventProcessor(FakeSend(), batch_size=True)  # type: ignore[arg-type]
+
+    def test_flush_is_false_when_the_flushers_batch_is_rejected(self, make: Any) -> None:
+        """flush() called while the flusher is sending a batch the API then rejects (400)
+        returns False: not every event queued at the call was accepted."""
+        sending, release = threading.Event(), threading.Event()
+
+        def reject_after_release(payload: Payload, call_no: int) -> None:
+            sending.set()
+            assert release.wait(5.0)
+            raise TransportError("HTTP 400", 400)
+
+        send = FakeSend(reject_after_release)
+        processor = make(send, batch_size=100, flush_interval=60.0)
+        processor.start()
+        for i in range(100):
+            processor.track(event(i))
+        assert sending.wait(5.0)  # the flusher holds the batch of 100
+        result: list[bool] = []
+        flusher = threading.Thread(target=lambda: result.append(processor.flush()))
+        flusher.start()
+        release.set()
+        flusher.join(5.0)
+        assert result == [False]
+        assert processor.stats() == EventStats(sent=0, dropped=0, failed=100, queued=0)
+
+    def test_flush_is_true_only_when_everything_was_accepted(self, make: Any) -> None:
+        """The same backlog against an API that accepts it: True, all sent."""
+        send = FakeSend()
+        processor = make(send, batch_size=10)
+        for i in range(35):
+            processor.track(event(i))
+        assert processor.flush() is True
+        assert processor.stats() == EventStats(sent=35, dropped=0, failed=0, queued=0)
+
+    def test_always_413_costs_a_bounded_number_of_requests(self, make: Any) -> None:
+        """A 5,000-event backlog against an API answering 413 to everything: each flush
+        costs at most log2(batch_size) + 1 requests (not one per event), and stop() counts
+        the rest as dropped, so sent + failed + dropped = 5,000 and nothing stays queued."""
+
+        def always_413(payload: Payload, call_no: int) -> None:
+            raise TransportError("HTTP 413", 413)
+
+        send = FakeSend(always_413)
+        processor = make(send, batch_size=100, max_queue_size=10_000)
+        for i in range(5000):
+            processor.track(event(i))
+        assert processor.flush() is False
+        assert send.calls <= 8  # 100, 50, 25, 13, 7, 4, 2, 1
+        assert processor.flush() is False
+        assert send.calls <= 16
+        processor.stop(timeout=1.0)
+        stats = processor.stats()
+        assert stats.queued == 0
+        assert stats.sent + stats.failed + stats.dropped == 5000
+        assert send.calls <= 24
+
+    def test_events_still_queued_at_stop_are_counted_as_dropped(self, make: Any) -> None:
+        """An API that is down during stop(): what is left is counted as dropped, not queued."""
+        send = FakeSend(fail_first(10**9, 503))
+        processor = make(send)
+        processor.start()
+        for i in range(40):
+            processor.track(event(i))
+        assert processor.stop(timeout=0.5) is False
+        assert processor.stats() == EventStats(sent=0, dropped=40, failed=0, queued=0)
+
+    def test_events_tracked_after_stop_are_counted_as_dropped(self, make: Any) -> None:
+        """Nothing sends after stop(): an event tracked then is dropped and counted."""
+        send = FakeSend()
+        processor = make(send)
+        processor.start()
+        processor.stop(timeout=1.0)
+        processor.track(event(1))
+        assert processor.stats() == EventStats(sent=0, dropped=1, failed=0, queued=0)
+
+
+class TestCounters:
+    def test_the_read_paths_inlined_count_equals_count(self) -> None:
+        """The client's read path inlines ``count()`` through ``EventProcessor._counts``; the
+        summaries it produces equal those of ``count()`` called as often."""
+        from phaseflag import EvaluationContext, PhaseFlagClient
+
+        flags = {
+            "schema_version": 1,
+            "version": 1,
+            "flags": [
+                {
+                    "key": f"f{i}",
+                    "type": "boolean",
+                    "track_events": True,
+                    "variations": [{"key": "on", "value": True}, {"key": "off", "value": False}],
+                    "default": {"variation": "on" if i % 2 else "off"},
+                }
+                for i in range(3)
+            ],
+        }
+        client = PhaseFlagClient("http://127.0.0.1:9/api/v1", "k", bootstrap=flags)
+        reference = EventProcessor(FakeSend())
+        events = client._events
+        assert events is not None
+        assert events._counts is events.counters.by_flag
+        for n in range(25):
+            key = f"f{n % 3}"
+            client.get_boolean_value(key, False, EvaluationContext(user_id=str(n)))
+            reference.count(key, "on" if (n % 3) % 2 else "off")
+
+        def summary(processor: EventProcessor) -> list[Any]:
+            return sorted(processor.counters.take(), key=lambda c: c["flag_key"])
+
+        assert summary(events) == summary(reference) != []
