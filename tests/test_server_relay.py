@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 from conftest import ruleset, string_flag, wait_for
+from redis_support import redis_servers
 
 from phaseflag import EvaluationContext
 from phaseflag._cache import MemoryCache
@@ -175,3 +176,40 @@ def test_events_are_forwarded_upstream_in_batches(
             timeout=5,
         ).text
         assert 'phaseflag_server_events_total{outcome="forwarded"} 12.0' in metrics
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """One empty redis-server (real, on loopback) for this test."""
+    with redis_servers(1) as servers:
+        yield servers[0].url
+
+
+@pytest.mark.redis
+def test_relay_publishes_into_redis_for_cache_mode_processes(
+    upstream: PhaseFlagServer,
+    upstream_file: Path,
+    tmp_path: Path,
+    redis_url: str,
+    make_client,
+):
+    """``--redis URL``: a cache-mode process (no HTTP at all) follows what the relay serves."""
+    from phaseflag.redis import RedisCache
+
+    source = RelaySource(upstream.url, UPSTREAM_KEY, fetch_mode="streaming", redis_url=redis_url)
+    with PhaseFlagServer(None, api_keys=[RELAY_KEY], source=source) as relay:
+        assert "Redis" in source.description
+        follower = make_client(
+            base_url="",
+            api_key=UPSTREAM_KEY,
+            fetch_mode="cache",
+            polling_interval=0.2,
+            cache=RedisCache(redis_url),
+        )
+        follower.start()
+        assert follower.wait_until_ready(10)
+        assert follower.get_string_value("color", "none") == "blue"
+        assert follower.status().ruleset_source == "redis"
+        write_atomic(upstream_file, colors(2, "green"))
+        wait_for(lambda: relay.ruleset.version == 2, timeout=10)
+        wait_for(lambda: follower.get_string_value("color", "none") == "green", timeout=10)
