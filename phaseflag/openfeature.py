@@ -25,9 +25,9 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 
 from ._client import PhaseFlagClient
 from ._errors import AuthenticationError, ConfigError, InvalidContextError
+from ._openfeature_mapping import openfeature_error_code, openfeature_reason
 from .types import (
     ChangeEvent,
-    ErrorCode,
     EvaluationContext,
     EvaluationEvent,
     EvaluationResult,
@@ -41,26 +41,6 @@ __all__ = ["PhaseFlagProvider", "to_phaseflag_context"]
 
 T = TypeVar("T")
 
-#: phaseflag reason -> OpenFeature reason. A prerequisite failure serves the flag's
-#: off variation, a pre-configured value with no targeting result: DEFAULT.
-_REASONS: Final[Mapping[str, str]] = {
-    Reason.TARGETING_MATCH: OFReason.TARGETING_MATCH,
-    Reason.PERCENTAGE_ROLLOUT: OFReason.SPLIT,
-    Reason.DEFAULT: OFReason.DEFAULT,
-    Reason.DISABLED: OFReason.DISABLED,
-    Reason.PREREQUISITE_FAILED: OFReason.DEFAULT,
-    Reason.OVERRIDE: OFReason.STATIC,
-    Reason.ERROR: OFReason.ERROR,
-}
-
-_ERROR_CODES: Final[Mapping[str, OFErrorCode]] = {
-    ErrorCode.FLAG_NOT_FOUND: OFErrorCode.FLAG_NOT_FOUND,
-    ErrorCode.TYPE_MISMATCH: OFErrorCode.TYPE_MISMATCH,
-    ErrorCode.INVALID_FLAG: OFErrorCode.PARSE_ERROR,
-    ErrorCode.NOT_READY: OFErrorCode.PROVIDER_NOT_READY,
-    ErrorCode.INVALID_CONTEXT: OFErrorCode.INVALID_CONTEXT,
-    ErrorCode.GENERAL: OFErrorCode.GENERAL,
-}
 
 _NO_METADATA: Final[FlagMetadata] = MappingProxyType({})
 _METADATA_TYPES: Final = (bool, int, float, str)
@@ -285,12 +265,10 @@ class PhaseFlagProvider(AbstractProvider):
             )
         result = getter(flag_key, default, phaseflag_context)
         if result.error_code is not None:
-            code = _ERROR_CODES.get(result.error_code, OFErrorCode.GENERAL)
+            code = OFErrorCode(openfeature_error_code(result.error_code))
             return FlagResolutionDetails(default, code, result.error_message, OFReason.ERROR)
         flag = self._client.ruleset.flags.get(flag_key)
-        reason = _REASONS.get(result.reason, OFReason.UNKNOWN)
-        if result.reason == Reason.DEFAULT and flag is not None and flag.static is not None:
-            reason = OFReason.STATIC
+        reason = OFReason(openfeature_reason(result, flag))
         metadata = _NO_METADATA
         if flag is not None and result.reason != Reason.OVERRIDE:
             metadata = _metadata(flag.metadata)

@@ -166,11 +166,12 @@ class TestOpenFeatureProvider:
         details = of_client.get_boolean_details("targeted", False, ctx)
         assert str(details.error_code) == "INVALID_CONTEXT"
 
-    def test_invalid_flag_is_general(self, of_client: Any):
-        """A flag isolated as invalid in the ruleset gives GENERAL and the default."""
+    def test_invalid_flag_is_a_parse_error(self, of_client: Any):
+        """A flag isolated as invalid in the ruleset gives PARSE_ERROR (as the in-process
+        provider does: one mapping) and the default."""
         details = of_client.get_string_details("broken", "fallback")
         assert details.value == "fallback"
-        assert str(details.error_code) == "GENERAL"
+        assert str(details.error_code) == "PARSE_ERROR"
 
     def test_wrong_key_is_an_error(self, server: PhaseFlagServer):
         """Without the right key the provider reports an error, never a value."""
@@ -283,9 +284,9 @@ class TestSchema:
         assert errors(spec, "bulkEvaluationFailure", bulk.json()) == []
 
     def test_invalid_flag_single(self, server, spec):
-        """A flag isolated as invalid is a 400 evaluationFailure with GENERAL."""
+        """An isolated invalid flag: a 400 evaluationFailure, PARSE_ERROR (as the provider)."""
         resp = post(server, "/ofrep/v1/evaluate/flags/broken", {"context": {}})
-        assert (resp.status_code, resp.json()["errorCode"]) == (400, "GENERAL")
+        assert (resp.status_code, resp.json()["errorCode"]) == (400, "PARSE_ERROR")
         assert errors(spec, "evaluationFailure", resp.json()) == []
 
     def test_bulk_and_etag(self, server, spec):
@@ -297,7 +298,7 @@ class TestSchema:
         assert [item["key"] for item in body["flags"]] == [f["key"] for f in document()["flags"]]
         by_key = {item["key"]: item for item in body["flags"]}
         assert by_key["targeted"]["value"] is True
-        assert by_key["broken"]["errorCode"] == "GENERAL"
+        assert by_key["broken"]["errorCode"] == "PARSE_ERROR"
         assert errors(spec, "bulkEvaluationSuccess", body) == []
         etag = resp.headers["ETag"]
         again = post(server, "/ofrep/v1/evaluate/flags", ctx, **{"If-None-Match": etag})
@@ -316,3 +317,36 @@ class TestSchema:
         assert requests.post(url, json={"context": {}}, timeout=5).status_code == 401
         ok = requests.post(url, json={"context": {}}, headers={"X-API-Key": KEY}, timeout=5)
         assert ok.status_code == 200
+
+
+def test_ofrep_and_the_in_process_provider_map_alike(server: PhaseFlagServer, make_client):
+    """For every flag and context, OFREP and PhaseFlagProvider give the same reason, variant
+    and error code: both use ``phaseflag._openfeature_mapping``."""
+    from openfeature.evaluation_context import EvaluationContext as Ctx
+
+    from phaseflag.openfeature import PhaseFlagProvider
+
+    client = make_client(base_url=server.url, api_key=KEY, fetch_mode="polling")
+    client.start()
+    assert client.wait_until_ready(5)
+    provider = PhaseFlagProvider(client)
+    getters = {
+        "boolean": (provider.resolve_boolean_details, False),
+        "string": (provider.resolve_string_details, ""),
+        "number": (provider.resolve_float_details, 0.0),
+        "json": (provider.resolve_object_details, {}),
+    }
+    for context in ({}, {"targetingKey": "u1", "plan": "pro"}, {"targetingKey": "u2"}):
+        bulk = post(server, "/ofrep/v1/evaluate/flags", {"context": context}).json()
+        for item in bulk["flags"]:
+            kind = client.ruleset.flags[item["key"]].type
+            resolve, default = getters[kind]
+            attributes = {k: v for k, v in context.items() if k != "targetingKey"}
+            details = resolve(item["key"], default, Ctx(context.get("targetingKey"), attributes))
+            if "errorCode" in item:
+                assert str(details.error_code) == item["errorCode"], item["key"]
+            else:
+                assert (str(details.reason), details.variant) == (
+                    item["reason"],
+                    item.get("variant"),
+                ), item["key"]

@@ -7,29 +7,19 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 from starlette.responses import Response
 
 from .._errors import InvalidContextError
 from .._evaluation import evaluate_flag
 from .._model import Flag, Ruleset
-from ..types import EvaluationContext, EvaluationResult, Reason
+from .._openfeature_mapping import openfeature_error_code, openfeature_reason
+from ..types import EvaluationContext, EvaluationResult
 from ._json import dumps, json_response, parse_json
 
 __all__ = ["evaluate_all", "evaluate_one", "ofrep_reason"]
 
-_REASONS: Final[Mapping[str, str]] = {
-    Reason.TARGETING_MATCH: "TARGETING_MATCH",
-    Reason.PERCENTAGE_ROLLOUT: "SPLIT",
-    Reason.DISABLED: "DISABLED",
-    Reason.DEFAULT: "DEFAULT",
-    # The off variation served because a prerequisite did not hold: OpenFeature has no
-    # closer reason; metadata.phaseflagReason keeps the precise one.
-    Reason.PREREQUISITE_FAILED: "DEFAULT",
-    Reason.OVERRIDE: "STATIC",
-}
 
 
 class _BadRequest(Exception):
@@ -42,16 +32,10 @@ class _BadRequest(Exception):
 
 
 def ofrep_reason(flag: Flag, result: EvaluationResult) -> str:
-    """The OpenFeature reason for a successful phaseflag result.
-
-    ``targeting_match`` -> TARGETING_MATCH, ``percentage_rollout`` -> SPLIT, ``disabled``
-    -> DISABLED; ``default`` -> STATIC when the flag has nothing to target on (its value
-    cannot depend on the context), else DEFAULT; ``prerequisite_failed`` -> DEFAULT.
-    Errors are never a reason here: they become OFREP failure objects.
-    """
-    if result.reason == Reason.DEFAULT and flag.static is result:
-        return "STATIC"
-    return _REASONS.get(result.reason, "UNKNOWN")
+    """The OpenFeature reason for a successful phaseflag result (the provider's mapping,
+    ``phaseflag._openfeature_mapping``). Errors are never a reason here: they become
+    OFREP failure objects."""
+    return openfeature_reason(result, flag)
 
 
 def evaluate_one(ruleset: Ruleset, key: str, body: bytes) -> Response:
@@ -59,7 +43,7 @@ def evaluate_one(ruleset: Ruleset, key: str, body: bytes) -> Response:
 
     200 success object; 404 ``FLAG_NOT_FOUND``; 400 ``PARSE_ERROR`` (body not a JSON
     object), ``INVALID_CONTEXT`` (a context value phaseflag cannot target on) or
-    ``GENERAL`` (the flag is invalid in the ruleset: it has no value to serve).
+    ``PARSE_ERROR`` (the flag is invalid in the ruleset: it has no value to serve).
     """
     try:
         context = _context(body)
@@ -139,7 +123,8 @@ def _item(ruleset: Ruleset, flag: Flag, context: EvaluationContext) -> dict[str,
     result = evaluate_flag(flag, context._values, ruleset)
     if result.error_code is not None:
         details = result.error_message or result.error_code
-        return {"key": flag.key, "errorCode": "GENERAL", "errorDetails": details}
+        code = openfeature_error_code(result.error_code)
+        return {"key": flag.key, "errorCode": code, "errorDetails": details}
     metadata: dict[str, Any] = {"rulesetVersion": ruleset.version, "phaseflagReason": result.reason}
     if result.rule_id is not None:
         metadata["ruleId"] = result.rule_id
