@@ -19,6 +19,7 @@ from ._errors import (
     TransportError,
 )
 from ._evaluation import Explanation, evaluate, explain
+from ._hooks import EvaluationError, Hook, HookContext
 from ._model import Ruleset
 from ._version import __version__
 from .types import (
@@ -41,11 +42,14 @@ __all__ = [
     "ConfigError",
     "ErrorCode",
     "EvaluationContext",
+    "EvaluationError",
     "EvaluationEvent",
     "EvaluationResult",
     "Explanation",
     "FileCache",
     "FlagChange",
+    "Hook",
+    "HookContext",
     "InvalidContextError",
     "MemoryCache",
     "PhaseFlagClient",

@@ -12,7 +12,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
@@ -33,14 +34,17 @@ from ._config import (
 from ._errors import ConfigError, InvalidContextError, PhaseFlagError, RulesetError, TransportError
 from ._evaluation import evaluate_flag, not_found
 from ._events import EventProcessor, EventStats
+from ._hooks import Hook, check_hook, combine, run_hooks
 from ._listeners import Listeners
 from ._model import EMPTY_RULESET, Ruleset
 from ._oncelog import OnceLog
 from ._process import enable_debug_logging, register, unregister
 from ._reads import BOOLEAN, INTEGER, JSON, NUMBER, STRING, Kind, Misses, copy_json, private
 from ._schema import MAX_DOCUMENT_BYTES
+from ._scope import RequestScope, Scope
 from ._store import RulesetStore
 from ._sync import Poller
+from ._value_changes import ValueTracker
 from .types import (
     ClientStatus,
     ErrorCode,
@@ -222,8 +226,13 @@ class PhaseFlagClient:
             warn=self._warn_once,
             offline_mode=self._settings.offline_mode,
             max_staleness=self._settings.max_staleness,
+            default_values=self._default_values if default_context is not None else None,
         )
         self._events_dropped_offline = 0
+        self._hooks: tuple[Hook, ...] = ()
+        # Created by the first request_context(): until then reads skip the scope lookup.
+        self._scopes: ContextVar[Scope | None] | None = None
+        self._value_changes = ValueTracker()
         self._make_locks()
         self._transport: Transport | None = self._make_transport()
         self._events: EventProcessor | None = self._make_events()
@@ -240,6 +249,7 @@ class PhaseFlagClient:
     def _make_locks(self) -> None:
         self._lifecycle_lock = threading.RLock()
         self._override_lock = threading.Lock()
+        self._hook_lock = threading.Lock()
 
     def _make_transport(self) -> Transport | None:
         s = self._settings
@@ -439,13 +449,20 @@ class PhaseFlagClient:
             if hit is not None:
                 return hit
         ruleset = self._store.ruleset
+        none_values = self._default_values
+        scopes = self._scopes
+        if scopes is not None:  # a request_context was opened on this client once
+            scope = scopes.get()
+            if scope is not None:
+                ruleset = scope.ruleset
+                none_values = scope.values
         flag = ruleset.flags.get(flag_key)
         if flag is None:
             return self._missing(flag_key)
         result = flag.static
         if result is None:
             if context is None:
-                values = self._default_values
+                values = none_values
             elif type(context) is EvaluationContext and self._default_context is None:
                 values = context._values
             else:
@@ -506,9 +523,18 @@ class PhaseFlagClient:
         return self._misses.value(flag_key, default, context, result, kind)
 
     def get_boolean_value(
-        self, flag_key: str, default: bool, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: bool,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> bool:
-        """The flag's boolean value for ``context``; ``default`` if missing, mistyped or failing."""
+        """The flag's boolean value for ``context``; ``default`` if missing, mistyped or failing.
+
+        ``hooks`` (every getter takes it): extra :class:`Hook` objects for this read only.
+        """
+        if hooks is not None or self._hooks:  # the one test a read without hooks pays
+            return cast(bool, self._hooked(BOOLEAN, flag_key, default, context, hooks).value)
         try:  # _read(), inlined in the two hottest getters: one call fewer per read
             result: EvaluationResult | None = self._resolve(flag_key, context)
         except Exception as exc:
@@ -519,9 +545,15 @@ class PhaseFlagClient:
         return self._misses.value(flag_key, default, context, result, BOOLEAN)
 
     def get_string_value(
-        self, flag_key: str, default: str, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: str,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> str:
         """The flag's string value for ``context``, or ``default``."""
+        if hooks is not None or self._hooks:
+            return cast(str, self._hooked(STRING, flag_key, default, context, hooks).value)
         try:  # _read(), inlined in the two hottest getters: one call fewer per read
             result: EvaluationResult | None = self._resolve(flag_key, context)
         except Exception as exc:
@@ -532,45 +564,93 @@ class PhaseFlagClient:
         return self._misses.value(flag_key, default, context, result, STRING)
 
     def get_integer_value(
-        self, flag_key: str, default: int, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: int,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> int:
         """The flag's value as an int (a whole float counts), or ``default``; bools never count."""
+        if hooks is not None or self._hooks:
+            return cast(int, self._hooked(INTEGER, flag_key, default, context, hooks).value)
         return cast(int, self._value(flag_key, default, context, INTEGER))
 
     def get_float_value(
-        self, flag_key: str, default: float, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: float,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> float:
         """The flag's numeric value as a float (an int counts), or ``default``; never a bool."""
+        if hooks is not None or self._hooks:
+            return cast(float, self._hooked(NUMBER, flag_key, default, context, hooks).value)
         return cast(float, self._value(flag_key, default, context, NUMBER))
 
     @overload
     def get_json_value(
-        self, flag_key: str, default: J, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: J,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> J: ...
     @overload
     def get_json_value(
-        self, flag_key: str, default: JSONValue, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: JSONValue,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> JSONValue: ...
 
     def get_json_value(
-        self, flag_key: str, default: Any, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: Any,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> Any:
         """The flag's JSON object/array value (a private copy), or ``default``."""
+        if hooks is not None or self._hooks:
+            return self._hooked(JSON, flag_key, default, context, hooks).value
         return self._value(flag_key, default, context, JSON)
 
     def get_variation(
-        self, flag_key: str, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult | None:
         """The full result (value, reason, variation key, rule id); None if the flag is unknown."""
+        if hooks is not None or self._hooks:
+            hooked = self._hooked(None, flag_key, None, context, hooks)
+            code = hooked.error_code
+            if code in (ErrorCode.FLAG_NOT_FOUND, ErrorCode.NOT_READY) or (
+                code == ErrorCode.GENERAL and hooked.error_message is None  # a read that raised
+            ):
+                return None
+            return hooked
         result = self._read(flag_key, context)
         if result is None or result.error_code in (ErrorCode.FLAG_NOT_FOUND, ErrorCode.NOT_READY):
             return None
         return private(result)
 
     def get_details(
-        self, flag_key: str, default: Any, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: Any,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """Like ``get_variation`` but never None: on a miss the value is ``default``."""
+        if hooks is not None or self._hooks:
+            return self._hooked(None, flag_key, default, context, hooks)
+        return self._details(flag_key, default, context)
+
+    def _details(
+        self, flag_key: str, default: Any, context: EvaluationContext | None
+    ) -> EvaluationResult:
         result = self._read(flag_key, context)
         if result is None:
             return EvaluationResult(flag_key, default, Reason.ERROR, error_code=ErrorCode.GENERAL)
@@ -579,9 +659,11 @@ class PhaseFlagClient:
         return private(result)
 
     def _typed_details(
-        self, flag_key: str, default: Any, context: EvaluationContext | None, kind: Kind
+        self, flag_key: str, default: Any, context: EvaluationContext | None, kind: Kind | None
     ) -> EvaluationResult:
-        result = self.get_details(flag_key, default, context)
+        result = self._details(flag_key, default, context)
+        if kind is None:  # get_details: any value
+            return result
         try:
             return self._misses.details(flag_key, default, context, result, kind)
         except Exception as exc:  # a conversion that cannot be made: the default, as an error
@@ -590,48 +672,135 @@ class PhaseFlagClient:
                 str(flag_key), default, Reason.ERROR, error_code=ErrorCode.GENERAL
             )
 
+    def _hooked(
+        self,
+        kind: Kind | None,
+        flag_key: str,
+        default: Any,
+        context: EvaluationContext | None,
+        call_hooks: Iterable[Hook] | None,
+    ) -> EvaluationResult:
+        """A read with hooks: the ``*_details`` result for ``kind`` between the hook stages
+        (the typed value getters return its value: the same value they return without)."""
+        try:
+            hooks = combine(self._hooks, call_hooks)
+        except TypeError as exc:
+            self._warn_once(f"hooks:{exc}", "phaseflag: %s; the call's hooks are ignored", exc)
+            hooks = self._hooks
+        ruleset = self._store.ruleset
+        seen = context
+        scope = self._scopes.get() if self._scopes is not None else None
+        if scope is not None:
+            ruleset = scope.ruleset
+            seen = context if context is not None else scope.context
+        elif seen is None:
+            seen = self._default_context
+        return run_hooks(
+            self,
+            hooks,
+            flag_key,
+            "any" if kind is None else kind.name,
+            default,
+            seen,
+            None if ruleset is EMPTY_RULESET else ruleset.version,
+            lambda: self._typed_details(flag_key, default, context, kind),
+            self._warn_once,
+        )
+
     def get_boolean_details(
-        self, flag_key: str, default: bool, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: bool,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """The boolean result with reason and variation; TYPE_MISMATCH for a non-boolean flag."""
+        if hooks is not None or self._hooks:
+            return self._hooked(BOOLEAN, flag_key, default, context, hooks)
         return self._typed_details(flag_key, default, context, BOOLEAN)
 
     def get_string_details(
-        self, flag_key: str, default: str, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: str,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """The string result with reason and variation."""
+        if hooks is not None or self._hooks:
+            return self._hooked(STRING, flag_key, default, context, hooks)
         return self._typed_details(flag_key, default, context, STRING)
 
     def get_integer_details(
-        self, flag_key: str, default: int, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: int,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """The integer result with reason and variation (value made an int)."""
+        if hooks is not None or self._hooks:
+            return self._hooked(INTEGER, flag_key, default, context, hooks)
         return self._typed_details(flag_key, default, context, INTEGER)
 
     def get_float_details(
-        self, flag_key: str, default: float, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: float,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """The numeric result with reason and variation (value made a float)."""
+        if hooks is not None or self._hooks:
+            return self._hooked(NUMBER, flag_key, default, context, hooks)
         return self._typed_details(flag_key, default, context, NUMBER)
 
     def get_json_details(
-        self, flag_key: str, default: Any, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: Any,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """The JSON result with reason and variation."""
+        if hooks is not None or self._hooks:
+            return self._hooked(JSON, flag_key, default, context, hooks)
         return self._typed_details(flag_key, default, context, JSON)
 
     def all_flags(
-        self, context: EvaluationContext | None = None, *, details: bool = False
+        self,
+        context: EvaluationContext | None = None,
+        *,
+        details: bool = False,
+        client_side_only: bool = False,
     ) -> dict[str, Any]:
         """Every flag evaluated for one context: ``{key: value}``, or with ``details=True``
-        ``{key: {"value", "variation_key", "reason"}}``; flags that error are skipped.
-        Overrides apply. JSON-serialisable; never raises."""
+        ``{key: {"value", "variation_key", "reason", "ruleset_version"}}``; flags that error
+        are skipped. With ``client_side_only`` only flags marked ``"client_side": true``
+        (the payload to embed in a page for browser code). Overrides apply. No exposure is
+        counted and no hook runs: it is a snapshot, not a read. JSON-serialisable; never raises.
+        """
         out: dict[str, Any] = {}
         try:
-            keys = set(self._store.ruleset.flags) | set(self._overrides)
+            scope = self._scopes.get() if self._scopes is not None else None
+            ruleset = scope.ruleset if scope is not None else self._store.ruleset
+            if context is None:
+                values = scope.values if scope is not None else self._default_values
+            else:
+                values = self._context_values(context)
+            overrides = self._overrides
+            flags = ruleset.flags
+            if client_side_only:
+                keys = {key for key, flag in flags.items() if flag.client_side}
+            else:
+                keys = set(flags) | set(overrides)
+            version = None if ruleset is EMPTY_RULESET else ruleset.version
             for key in sorted(keys):
-                result = self._read(key, context)
-                if result is None or result.error_code is not None or result.value is None:
+                result = overrides.get(key)
+                if result is None:
+                    flag = flags[key]
+                    result = flag.static or evaluate_flag(flag, values, ruleset)
+                if result.error_code is not None or result.value is None:
                     continue
                 value = (
                     copy_json(result.value)
@@ -643,12 +812,76 @@ class PhaseFlagClient:
                         "value": value,
                         "variation_key": result.variation_key,
                         "reason": result.reason,
+                        "ruleset_version": version,
                     }
                 else:
                     out[key] = value
         except Exception as exc:
             self._warn_once("all_flags", "phaseflag: all_flags failed: %s", exc)
         return out
+
+    # -- hooks, request scopes, value changes -----------------------------------------------
+
+    def add_hook(self, hook: Hook) -> Callable[[], None]:
+        """Run ``hook`` around every read of this client (see :class:`phaseflag.Hook`);
+        returns a function that removes it. With no hooks, reads skip the hook path."""
+        check_hook(hook)
+        with self._hook_lock:
+            self._hooks = (*self._hooks, hook)
+
+        def remove() -> None:
+            with self._hook_lock:
+                kept = list(self._hooks)
+                if hook in kept:
+                    kept.remove(hook)
+                self._hooks = tuple(kept)
+
+        return remove
+
+    def request_context(self, context: EvaluationContext | None = None) -> RequestScope:
+        """A ``with`` (or ``async with``) scope for one request: reads that pass no context
+        use ``context`` (over ``default_context``), and every read inside sees the ruleset
+        held when the scope was entered, even if a new one lands meanwhile. Per thread and
+        per asyncio task (``contextvars``). Raises InvalidContextError for a non-context."""
+        if context is not None and not isinstance(context, EvaluationContext):
+            raise InvalidContextError(
+                "context", f"expected an EvaluationContext, got {type(context).__name__}"
+            )
+        if self._scopes is None:
+            with self._hook_lock:
+                if self._scopes is None:
+                    self._scopes = ContextVar(f"phaseflag-scope-{id(self):x}", default=None)
+        merged = context
+        if self._default_context is not None:
+            merged = self._default_context.merge(context)
+        values = merged._values if merged is not None else _NO_VALUES
+
+        def pin() -> Scope:
+            return Scope(self._store.ruleset, merged, values)
+
+        return RequestScope(self._scopes, pin)
+
+    def on_flag_value_change(
+        self,
+        flag_key: str,
+        context: EvaluationContext | None,
+        callback: Callable[[Any, Any], Any],
+    ) -> Callable[[], None]:
+        """Call ``callback(old, new)`` when ``flag_key``'s value for ``context`` (merged over
+        ``default_context``) changes after a ruleset update; a value is None while the flag
+        is absent or failing. Runs on the sync thread; returns the unsubscribe function."""
+        if not isinstance(flag_key, str):
+            raise TypeError("flag_key must be a str")
+        if not callable(callback):
+            raise TypeError("callback must be callable as callback(old, new)")
+        values = self._context_values(context) if context is not None else self._default_values
+        with self._hook_lock:
+            if not self._value_changes.listening:
+                self._value_changes.listening = True
+                self._listeners.add(
+                    "change", lambda _: self._value_changes.ruleset_changed(self._store.ruleset)
+                )
+        return self._value_changes.add(flag_key, values, callback, self._store.ruleset)
 
     # -- overrides -------------------------------------------------------------------------------
 
@@ -723,7 +956,7 @@ class PhaseFlagClient:
         self, flag_key: str, ctx: EvaluationContext | None, why: str
     ) -> EvaluationResult:
         """The local result standing in for a failed remote one, marked with ``why``."""
-        return replace(self.get_details(flag_key, None, ctx), error_message=f"{why}; local result")
+        return replace(self._details(flag_key, None, ctx), error_message=f"{why}; local result")
 
     def track_event(self, event: EvaluationEvent) -> None:
         """Queue an analytics event; O(1), never blocks or raises (see ``status()`` for drops)."""
@@ -794,6 +1027,7 @@ class PhaseFlagClient:
         """Re-create locks, the HTTP session and threads in a forked child."""
         self._make_locks()
         self._store.reset_after_fork()
+        self._value_changes.reset_after_fork()
         self._listeners.reset_after_fork()
         if self._session is not None:
             # A user-supplied session's pooled sockets belong to the parent: drop them here.

@@ -469,6 +469,7 @@ def _build_flag(raw: dict[str, Any], text: str, segments: Mapping[str, Segment])
         static=static,
         source_text=text,
         metadata=raw["metadata"] if isinstance(raw.get("metadata"), dict) else None,
+        client_side=raw.get("client_side") is True,
         segment_keys=frozenset(used_segments) if used_segments else _NO_KEYS,
         needs_scope=needs_scope,
         work=work,

@@ -123,6 +123,8 @@ class Flag:
     work: int = 0
     # The definition's optional "metadata" object (surfaced by the OpenFeature provider).
     metadata: Mapping[str, Any] | None = None
+    # "client_side": true: served by all_flags(client_side_only=True) (browser bootstrap).
+    client_side: bool = False
 
     @property
     def source(self) -> dict[str, Any]:

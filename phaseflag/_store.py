@@ -20,6 +20,7 @@ from ._errors import RulesetError
 from ._listeners import Listeners
 from ._model import EMPTY_RULESET, Ruleset
 from ._oncelog import OnceLog
+from ._value_changes import value_in
 from .types import ChangeEvent, FlagChange
 
 __all__ = ["RulesetStore", "diff"]
@@ -42,6 +43,7 @@ class RulesetStore:
         warn: OnceLog,
         offline_mode: bool,
         max_staleness: float | None,
+        default_values: Mapping[str, Any] | None = None,
     ) -> None:
         self.ruleset: Ruleset = EMPTY_RULESET
         self.source: str | None = None
@@ -58,6 +60,7 @@ class RulesetStore:
         self._log = warn.logger
         self._offline_mode = offline_mode
         self._max_staleness = max_staleness
+        self._default_values = default_values  # FlagChange.previous/current are for these
         self._swap_lock = threading.Lock()
 
     # -- the sync threads' sink ----------------------------------------------------------------
@@ -116,7 +119,7 @@ class RulesetStore:
                 self._cache.set(self._cache_key, raw)
             except Exception as exc:
                 self._warn("cache:set", "phaseflag: could not write the ruleset cache: %s", exc)
-        changes = diff(old, ruleset)
+        changes = diff(old, ruleset, self._default_values)
         if changes:
             self._log.debug(
                 "phaseflag: ruleset v%s applied from %s (%d flags changed)",
@@ -179,16 +182,27 @@ def _definitions(ruleset: Ruleset) -> Mapping[str, Any]:
     return {key: flag.source for key, flag in ruleset.flags.items()}
 
 
-def diff(old: Ruleset, new: Ruleset) -> tuple[FlagChange, ...]:
-    """The flags added, removed or changed (by identity: unchanged flags are reused)."""
+def diff(
+    old: Ruleset, new: Ruleset, values: Mapping[str, Any] | None = None
+) -> tuple[FlagChange, ...]:
+    """The flags added, removed or changed (by identity: unchanged flags are reused); with
+    ``values`` (the default context's) each change also carries the value served before
+    and after (None where absent or failing)."""
+
+    def change(key: str, before: int | None, after: int | None, **kind: bool) -> FlagChange:
+        if values is None:
+            return FlagChange(key, before, after, **kind)
+        previous, current = value_in(old, key, values), value_in(new, key, values)
+        return FlagChange(key, before, after, previous=previous, current=current, **kind)
+
     changes = []
     for key, flag in new.flags.items():
-        before = old.flags.get(key)
-        if before is None:
-            changes.append(FlagChange(key, None, flag.version, added=True))
-        elif before is not flag:
-            changes.append(FlagChange(key, before.version, flag.version))
+        prior = old.flags.get(key)
+        if prior is None:
+            changes.append(change(key, None, flag.version, added=True))
+        elif prior is not flag:
+            changes.append(change(key, prior.version, flag.version))
     for key, flag in old.flags.items():
         if key not in new.flags:
-            changes.append(FlagChange(key, flag.version, None, removed=True))
+            changes.append(change(key, flag.version, None, removed=True))
     return tuple(changes)

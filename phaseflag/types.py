@@ -269,13 +269,21 @@ class EvaluationEvent:
 
 @dataclass(frozen=True, slots=True)
 class FlagChange:
-    """One flag that changed in an applied ruleset; a version is None when absent."""
+    """One flag that changed in an applied ruleset; a version is None when absent.
+
+    ``previous`` / ``current`` are the values served to the client's ``default_context``
+    before and after the change (None when no default_context is set, or where the flag
+    was absent or failing), the fields edgeflags' change objects had. For any other
+    context use ``client.on_flag_value_change``.
+    """
 
     key: str
     previous_version: int | None
     current_version: int | None
     removed: bool = False
     added: bool = False
+    previous: Any = None
+    current: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -298,14 +298,20 @@ class TestAllFlags:
         assert flags == {"checkout": True, "config": {"a": [1, 2]}, "extra": 5, "theme": "dark"}
 
     def test_details_shape(self, client: PhaseFlagClient) -> None:
-        """details=True gives value, variation_key and reason per flag."""
+        """details=True gives value, variation_key, reason and the ruleset version per flag."""
         flags = client.all_flags(EvaluationContext("vip-1"), details=True)
         assert flags["checkout"] == {
             "value": True,
             "variation_key": "on",
             "reason": "targeting_match",
+            "ruleset_version": 1,
         }
-        assert flags["theme"] == {"value": "dark", "variation_key": "value", "reason": "default"}
+        assert flags["theme"] == {
+            "value": "dark",
+            "variation_key": "value",
+            "reason": "default",
+            "ruleset_version": 1,
+        }
         assert json.loads(json.dumps(flags)) == flags
 
     def test_results_are_private_copies(self, client: PhaseFlagClient) -> None:

@@ -1,0 +1,163 @@
+"""Evaluation hooks: user code run around one flag read (tracing, metrics, audit logs).
+
+The stages and their names follow OpenFeature's Python SDK: ``before``, ``after``,
+``error``, ``finally_after``. A hook can never change a read's result: whatever a
+stage raises is logged once per hook, stage and exception type, then ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from ._errors import PhaseFlagError
+from .types import EvaluationContext, EvaluationResult
+
+if TYPE_CHECKING:
+    from ._client import PhaseFlagClient
+
+__all__ = ["EvaluationError", "Hook", "HookContext", "run_hooks"]
+
+_STAGES: Final = ("before", "after", "error", "finally_after")
+
+
+class EvaluationError(PhaseFlagError):
+    """What a hook's ``error`` stage receives when a read fell back to the default.
+
+    ``error_code`` is the result's ``ErrorCode`` (``FLAG_NOT_FOUND``, ``TYPE_MISMATCH``,
+    ...); reads themselves never raise it.
+    """
+
+    def __init__(self, flag_key: str, error_code: str, message: str | None) -> None:
+        self.flag_key = flag_key
+        self.error_code = error_code
+        super().__init__(f"{error_code} for flag {flag_key!r}: {message or 'no details'}")
+
+
+class HookContext:
+    """One read as a hook sees it; a fresh one per hook and per evaluation.
+
+    ``kind`` is the getter's value kind (``"boolean"``, ``"string"``, ``"integer"``,
+    ``"number"`` (get_float_*), ``"json"`` or ``"any"`` for ``get_details``/``get_variation``);
+    ``context`` is the context the read evaluates (the request scope's when the call
+    passed none; None when there is neither); ``ruleset_version`` the version of the
+    ruleset it reads (None before any is loaded). ``hook_data`` is a dict private to
+    this hook and this evaluation: ``before`` can put a start time there for
+    ``finally_after``.
+    """
+
+    __slots__ = ("client", "context", "default", "flag_key", "hook_data", "kind", "ruleset_version")
+
+    def __init__(  # noqa: PLR0917 - built in one place
+        self,
+        client: PhaseFlagClient,
+        flag_key: str,
+        kind: str,
+        default: Any,
+        context: EvaluationContext | None,
+        ruleset_version: int | None,
+    ) -> None:
+        self.client = client
+        self.flag_key = flag_key
+        self.kind = kind
+        self.default = default
+        self.context = context
+        self.ruleset_version = ruleset_version
+        self.hook_data: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"HookContext(flag_key={self.flag_key!r}, kind={self.kind!r})"
+
+
+class Hook:
+    """Base class for evaluation hooks: override the stages you need (each does nothing here).
+
+    ``before`` runs before the flag is evaluated; then ``after`` with the result when
+    the read served a flag value, or ``error`` with an :class:`EvaluationError` when it
+    fell back to the default (flag missing, wrong type, not ready, ...); and always
+    ``finally_after`` with the result. Stages run on the reading thread, so keep them
+    quick; results are shared, do not mutate their values.
+    """
+
+    def before(self, ctx: HookContext) -> None:
+        """Called before evaluation; its return value is ignored."""
+
+    def after(self, ctx: HookContext, result: EvaluationResult) -> None:
+        """Called with the result when a flag value was served."""
+
+    def error(self, ctx: HookContext, exc: Exception) -> None:
+        """Called when the read fell back to the default (``exc`` says why)."""
+
+    def finally_after(self, ctx: HookContext, result: EvaluationResult) -> None:
+        """Called last, whatever happened."""
+
+
+Warn = Callable[..., None]
+
+
+def check_hook(hook: object) -> Hook:
+    """``hook`` if it has every stage as a method; TypeError naming the missing ones otherwise."""
+    missing = [stage for stage in _STAGES if not callable(getattr(hook, stage, None))]
+    if missing:
+        raise TypeError(
+            f"{type(hook).__name__} is not a hook: it lacks {', '.join(missing)} "
+            "(subclass phaseflag.Hook and override the stages you need)"
+        )
+    return hook  # type: ignore[return-value]
+
+
+def combine(client_hooks: tuple[Hook, ...], call_hooks: Iterable[Hook] | None) -> tuple[Hook, ...]:
+    """Client hooks first, then the call's, as OpenFeature orders API, client and call hooks."""
+    if not call_hooks:
+        return client_hooks
+    return client_hooks + tuple(check_hook(h) for h in call_hooks)
+
+
+def run_hooks(  # noqa: PLR0917 - the client's one call site passes them all
+    client: PhaseFlagClient,
+    hooks: Sequence[Hook],
+    flag_key: str,
+    kind: str,
+    default: Any,
+    context: EvaluationContext | None,
+    ruleset_version: int | None,
+    evaluate: Callable[[], EvaluationResult],
+    warn: Warn,
+) -> EvaluationResult:
+    """Run ``evaluate()`` between the hooks' stages; the result is evaluate()'s, whatever they do.
+
+    ``before`` runs in registration order, ``after``/``error``/``finally_after`` in
+    reverse (like OpenFeature). ``warn(key, message, *args)`` logs once per key.
+    """
+    pairs = [
+        (hook, HookContext(client, flag_key, kind, default, context, ruleset_version))
+        for hook in hooks
+    ]
+    for hook, ctx in pairs:
+        _call(hook, "before", warn, ctx)
+    result = evaluate()
+    backwards = pairs[::-1]
+    if result.error_code is None:
+        for hook, ctx in backwards:
+            _call(hook, "after", warn, ctx, result)
+    else:
+        exc = EvaluationError(result.flag_key, result.error_code, result.error_message)
+        for hook, ctx in backwards:
+            _call(hook, "error", warn, ctx, exc)
+    for hook, ctx in backwards:
+        _call(hook, "finally_after", warn, ctx, result)
+    return result
+
+
+def _call(hook: Hook, stage: str, warn: Warn, *args: Any) -> None:
+    try:
+        getattr(hook, stage)(*args)
+    except Exception as exc:
+        warn(
+            f"hook:{type(hook).__qualname__}:{stage}:{type(exc).__name__}",
+            "phaseflag: hook %s.%s raised %s: %s (ignored; the read's result is unchanged)",
+            type(hook).__qualname__,
+            stage,
+            type(exc).__name__,
+            exc,
+        )

@@ -1,0 +1,63 @@
+"""Request scopes: one context and one ruleset snapshot for every read inside ``with``.
+
+A scope lives in a ``contextvars.ContextVar`` owned by the client, so it is per thread
+and per asyncio task (a task started inside a scope inherits it, as contextvars do).
+The client creates its variable on the first ``request_context()``: a client that never
+opens a scope pays one attribute test per read, one that does pays one ``ContextVar.get``.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from ._model import Ruleset
+    from .types import EvaluationContext
+
+__all__ = ["RequestScope", "Scope"]
+
+
+class Scope:
+    """What reads inside one ``request_context`` see: the pinned ruleset and the context."""
+
+    __slots__ = ("context", "ruleset", "values")
+
+    def __init__(
+        self, ruleset: Ruleset, context: EvaluationContext | None, values: Mapping[str, Any]
+    ) -> None:
+        self.ruleset = ruleset
+        self.context = context  # merged over the client's default_context; None if neither
+        self.values = values  # context's evaluation values, as reads that pass none use them
+
+
+class RequestScope:
+    """The context manager ``client.request_context(ctx)`` returns (re-entrant, nestable).
+
+    Entering pins the ruleset held at that moment; a nested scope pins its own.
+    ``__enter__`` returns the scope's context (None when neither ``ctx`` nor a
+    ``default_context`` was given).
+    """
+
+    __slots__ = ("_scope", "_tokens", "_var")
+
+    def __init__(self, var: ContextVar[Scope | None], scope_factory: Any) -> None:
+        self._var = var
+        self._scope = scope_factory
+        self._tokens: list[Token[Scope | None]] = []
+
+    def __enter__(self) -> EvaluationContext | None:
+        scope: Scope = self._scope()
+        self._tokens.append(self._var.set(scope))
+        return scope.context
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._var.reset(self._tokens.pop())
+
+    async def __aenter__(self) -> EvaluationContext | None:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.__exit__()

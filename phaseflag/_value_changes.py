@@ -1,0 +1,100 @@
+"""Value-change subscriptions: ``callback(old, new)`` when a flag's value for one context changes.
+
+Each subscription remembers the value it last reported. After every applied ruleset
+change the value is evaluated again (purely: no exposure counted, no hooks) against
+the new ruleset, and the callback runs only when it differs. Callbacks run on the
+thread that applied the change (the sync thread), like the ``change`` listeners.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._evaluation import evaluate_flag
+from ._model import Ruleset
+
+__all__ = ["ValueTracker", "value_in"]
+
+_log = logging.getLogger("phaseflag")
+
+ValueCallback = Callable[[Any, Any], Any]
+
+
+def value_in(ruleset: Ruleset, flag_key: str, values: Mapping[str, Any]) -> Any:
+    """The value ``flag_key`` serves for ``values`` in ``ruleset``; None when absent or failing."""
+    flag = ruleset.flags.get(flag_key)
+    if flag is None:
+        return None
+    try:
+        result = flag.static if flag.static is not None else evaluate_flag(flag, values, ruleset)
+    except Exception:  # the evaluator does not raise; a bug must not stop the sync thread
+        return None
+    return None if result.error_code is not None else result.value
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
+class _Subscription:
+    __slots__ = ("callback", "flag_key", "last", "values")
+
+    def __init__(
+        self, flag_key: str, values: Mapping[str, Any], callback: ValueCallback, last: Any
+    ) -> None:
+        self.flag_key = flag_key
+        self.values = values
+        self.callback = callback
+        self.last = last
+
+
+class ValueTracker:
+    """The client's value-change subscriptions (copy-on-write list; updates on one thread)."""
+
+    def __init__(self) -> None:
+        self._subs: tuple[_Subscription, ...] = ()
+        self._lock = threading.Lock()
+        self.listening = False  # the client's "change" listener that drives this is added
+
+    def __bool__(self) -> bool:
+        return bool(self._subs)
+
+    def add(
+        self,
+        flag_key: str,
+        values: Mapping[str, Any],
+        callback: ValueCallback,
+        ruleset: Ruleset,
+    ) -> Callable[[], None]:
+        """Subscribe; the value now in ``ruleset`` is the baseline. Returns the unsubscribe."""
+        sub = _Subscription(flag_key, values, callback, value_in(ruleset, flag_key, values))
+        with self._lock:
+            self._subs = (*self._subs, sub)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subs = tuple(s for s in self._subs if s is not sub)
+
+        return unsubscribe
+
+    def ruleset_changed(self, ruleset: Ruleset) -> None:
+        """Re-evaluate every subscription against ``ruleset`` and report the ones that changed."""
+        for sub in self._subs:
+            new = value_in(ruleset, sub.flag_key, sub.values)
+            old = sub.last
+            if _same(old, new):
+                continue
+            sub.last = new
+            try:
+                sub.callback(old, new)
+            except Exception:
+                _log.exception(
+                    "phaseflag: value-change callback for flag %r raised (ignored)", sub.flag_key
+                )
+
+    def reset_after_fork(self) -> None:
+        """A fresh lock in a forked child (the parent's may be held)."""
+        self._lock = threading.Lock()

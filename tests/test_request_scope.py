@@ -1,0 +1,235 @@
+"""Request scopes (one context and one ruleset per request) and value-change subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from phaseflag import EvaluationContext, FlagChange, PhaseFlagClient
+from phaseflag.testing import condition, create_mock_client, flag, rule, ruleset
+
+
+def doc(version: int, new_flow: bool, plan_rule: str = "pro") -> dict[str, Any]:
+    return ruleset(
+        flag("flow", "new" if new_flow else "legacy"),
+        flag(
+            "checkout",
+            variations={"on": True, "off": False},
+            default="off",
+            rules=[rule(condition("plan", "in", plan_rule), serve="on", id="paid")],
+        ),
+        flag(
+            "who",
+            variations={"u1": "u1", "u2": "u2", "x": "x"},
+            default="x",
+            targets={"u1": ["u1"], "u2": ["u2"]},
+        ),
+        version=version,
+    )
+
+
+def swap(client: PhaseFlagClient, document: dict[str, Any]) -> None:
+    """Apply ``document`` as the sync thread would (a live update)."""
+    import json
+
+    client._store.apply_document(json.dumps(document).encode(), "live")
+
+
+@pytest.fixture
+def client() -> Iterator[PhaseFlagClient]:
+    c = create_mock_client(bootstrap=doc(1, new_flow=False))
+    yield c
+    c.stop()
+
+
+PRO = EvaluationContext(user_id="u1", attributes={"plan": "pro"})
+
+
+class TestRequestContext:
+    def test_reads_without_context_use_the_scope_context(self, client: PhaseFlagClient) -> None:
+        assert client.get_boolean_value("checkout", False) is False
+        with client.request_context(PRO) as ctx:
+            assert ctx == PRO
+            assert client.get_boolean_value("checkout", False) is True
+            assert client.get_string_value("who", "") == "u1"
+            # an explicit context still wins for that read
+            free = EvaluationContext(user_id="u2", attributes={"plan": "free"})
+            assert client.get_boolean_value("checkout", True, free) is False
+        assert client.get_boolean_value("checkout", False) is False
+
+    def test_two_reads_agree_across_a_swap(self, client: PhaseFlagClient) -> None:
+        """A ruleset landing mid-request is invisible until the request ends."""
+        with client.request_context(PRO):
+            first = client.get_string_value("flow", "?")
+            swap(client, doc(2, new_flow=True))
+            assert client.ruleset.version == 2
+            second = client.get_string_value("flow", "?")
+            details = client.get_string_details("flow", "?")
+            assert (first, second, details.value) == ("legacy", "legacy", "legacy")
+            assert client.all_flags()["flow"] == "legacy"
+        assert client.get_string_value("flow", "?") == "new"
+
+    def test_nested_scopes_pin_their_own_snapshot(self, client: PhaseFlagClient) -> None:
+        with client.request_context(PRO):
+            swap(client, doc(2, new_flow=True))
+            with client.request_context(EvaluationContext(user_id="u2")):
+                assert client.get_string_value("flow", "?") == "new"
+                assert client.get_string_value("who", "?") == "u2"
+            assert client.get_string_value("flow", "?") == "legacy"
+            assert client.get_string_value("who", "?") == "u1"
+
+    def test_scope_context_merges_over_default_context(self) -> None:
+        base = EvaluationContext(attributes={"plan": "pro"})
+        c = create_mock_client(bootstrap=doc(1, False), default_context=base)
+        try:
+            with c.request_context(EvaluationContext(user_id="u2")) as ctx:
+                assert ctx is not None and ctx.attributes["plan"] == "pro"
+                assert c.get_boolean_value("checkout", False) is True
+                assert c.get_string_value("who", "") == "u2"
+        finally:
+            c.stop()
+
+    def test_scopes_are_per_client(self, client: PhaseFlagClient) -> None:
+        other = create_mock_client(bootstrap=doc(1, False))
+        try:
+            with client.request_context(PRO):
+                assert other.get_boolean_value("checkout", False) is False
+        finally:
+            other.stop()
+
+    def test_threads_do_not_see_each_others_context(self, client: PhaseFlagClient) -> None:
+        """Eight threads, each in its own scope, interleaved by barriers, read only theirs."""
+        barrier = threading.Barrier(8, timeout=30)
+
+        def request(i: int) -> list[str]:
+            user = "u1" if i % 2 else "u2"
+            seen = []
+            with client.request_context(EvaluationContext(user_id=user)):
+                for _ in range(3):
+                    barrier.wait()
+                    seen.append(client.get_string_value("who", "?"))
+            return [user, *seen]
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(request, range(8)))
+        for user, *seen in results:
+            assert seen == [user] * 3
+        assert client.get_string_value("who", "?") == "x"  # no scope leaked out
+
+    def test_asyncio_tasks_do_not_see_each_others_context(self, client: PhaseFlagClient) -> None:
+        async def request(user: str, started: asyncio.Event, go: asyncio.Event) -> list[str]:
+            seen = []
+            async with client.request_context(EvaluationContext(user_id=user)):
+                seen.append(client.get_string_value("who", "?"))
+                started.set()
+                await go.wait()  # the other task enters its scope meanwhile
+                seen.append(client.get_string_value("who", "?"))
+            return seen
+
+        async def main() -> tuple[list[str], list[str]]:
+            s1, s2, go = asyncio.Event(), asyncio.Event(), asyncio.Event()
+            t1 = asyncio.create_task(request("u1", s1, go))
+            await s1.wait()
+            t2 = asyncio.create_task(request("u2", s2, go))
+            await s2.wait()
+            go.set()
+            return await t1, await t2
+
+        assert asyncio.run(main()) == (["u1", "u1"], ["u2", "u2"])
+
+    def test_hooks_see_the_scope_context(self, client: PhaseFlagClient) -> None:
+        from phaseflag import Hook, HookContext
+
+        seen: list[Any] = []
+
+        class Grab(Hook):
+            def before(self, ctx: HookContext) -> None:
+                seen.append((ctx.context, ctx.ruleset_version))
+
+        with client.request_context(PRO):
+            swap(client, doc(2, True))
+            client.get_boolean_value("checkout", False, hooks=[Grab()])
+        assert seen == [(PRO, 1)]
+
+
+class TestValueChange:
+    def test_callback_gets_old_and_new_only_when_the_value_changes(
+        self, client: PhaseFlagClient
+    ) -> None:
+        calls: list[tuple[Any, Any]] = []
+        free = EvaluationContext(attributes={"plan": "free"})
+        client.on_flag_value_change("checkout", free, lambda old, new: calls.append((old, new)))
+        swap(client, doc(2, new_flow=True))  # checkout unchanged for free users
+        assert calls == []
+        swap(client, doc(3, new_flow=True, plan_rule="free"))
+        assert calls == [(False, True)]
+        swap(client, doc(4, new_flow=False, plan_rule="free"))  # other flag only
+        assert calls == [(False, True)]
+        swap(client, doc(5, new_flow=False, plan_rule="pro"))
+        assert calls == [(False, True), (True, False)]
+
+    def test_removed_flag_reports_none_and_unsubscribe_stops(self, client: PhaseFlagClient) -> None:
+        calls: list[tuple[Any, Any]] = []
+        stop = client.on_flag_value_change("flow", None, lambda o, n: calls.append((o, n)))
+        swap(client, ruleset(flag("other", 1), version=2))
+        assert calls == [("legacy", None)]
+        stop()
+        swap(client, doc(3, new_flow=True))
+        assert calls == [("legacy", None)]
+
+    def test_raising_callback_is_logged_and_others_still_run(
+        self, client: PhaseFlagClient, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        calls: list[Any] = []
+
+        def bad(old: Any, new: Any) -> None:
+            raise RuntimeError("listener bug")
+
+        client.on_flag_value_change("flow", None, bad)
+        client.on_flag_value_change("flow", None, lambda o, n: calls.append(n))
+        swap(client, doc(2, new_flow=True))
+        assert calls == ["new"]
+        assert any("value-change callback" in r.getMessage() for r in caplog.records)
+
+    def test_no_exposure_counted(self) -> None:
+        """Tracking evaluates purely: no evaluation summaries are counted for it."""
+        c = create_mock_client(bootstrap=doc(1, False))
+        try:
+            c.on_flag_value_change("flow", None, lambda o, n: None)
+            swap(c, doc(2, True))
+            assert c.status().events_queued == 0
+        finally:
+            c.stop()
+
+
+class TestFlagChangeValues:
+    def test_previous_and_current_for_default_context(self) -> None:
+        """With default_context set, FlagChange carries the values it saw before and after."""
+        c = create_mock_client(
+            bootstrap=doc(1, False), default_context=EvaluationContext(attributes={"plan": "pro"})
+        )
+        events: list[Any] = []
+        c.on("change", events.append)
+        try:
+            swap(c, doc(2, new_flow=True, plan_rule="team"))
+            changes = {ch.key: ch for ch in events[-1].flags}
+            assert (changes["flow"].previous, changes["flow"].current) == ("legacy", "new")
+            assert (changes["checkout"].previous, changes["checkout"].current) == (True, False)
+        finally:
+            c.stop()
+
+    def test_none_without_default_context(self, client: PhaseFlagClient) -> None:
+        events: list[Any] = []
+        client.on("change", events.append)
+        swap(client, doc(2, new_flow=True))
+        change = next(ch for ch in events[-1].flags if ch.key == "flow")
+        assert (change.previous, change.current) == (None, None)
+
+    def test_defaults_keep_the_old_constructor(self) -> None:
+        change = FlagChange("k", 1, 2)
+        assert (change.previous, change.current) == (None, None)
