@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
+from types import MethodType
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, overload
 
 from ._cache import Cache, cache_key
@@ -443,19 +444,50 @@ class PhaseFlagClient:
     # -- reads ---------------------------------------------------------------------------------
 
     def _resolve(self, flag_key: str, context: EvaluationContext | None) -> EvaluationResult:
+        if self._scopes is not None:  # this client opened a request scope once
+            return self._resolve_scoped(flag_key, context)
         overrides = self._overrides
         if overrides:
             hit = overrides.get(flag_key)
             if hit is not None:
                 return hit
         ruleset = self._store.ruleset
-        none_values = self._default_values
-        scopes = self._scopes
-        if scopes is not None:  # a request_context was opened on this client once
-            scope = scopes.get()
-            if scope is not None:
-                ruleset = scope.ruleset
-                none_values = scope.values
+        flag = ruleset.flags.get(flag_key)
+        if flag is None:
+            return self._missing(flag_key)
+        result = flag.static
+        if result is None:
+            if context is None:
+                values = self._default_values
+            elif type(context) is EvaluationContext and self._default_context is None:
+                values = context._values
+            else:
+                values = self._context_values(context)
+            result = evaluate_flag(flag, values, ruleset)
+        if flag.track_events:
+            events = self._events
+            if events is not None:
+                try:  # EventProcessor.count(), inlined: the counter exists after the first read
+                    next(events._counts[flag_key][result.variation_key])
+                except KeyError:
+                    events.count(flag_key, result.variation_key)
+        return result
+
+    def _resolve_scoped(self, flag_key: str, context: EvaluationContext | None) -> EvaluationResult:
+        """``_resolve`` aware of request scopes: a copy kept so that only clients that opened
+        a scope pay the ContextVar lookup. Tests prove the two agree."""
+        overrides = self._overrides
+        if overrides:
+            hit = overrides.get(flag_key)
+            if hit is not None:
+                return hit
+        scope = self._scopes.get() if self._scopes is not None else None
+        if scope is None:
+            ruleset = self._store.ruleset
+            none_values = self._default_values
+        else:
+            ruleset = scope.ruleset
+            none_values = scope.values
         flag = ruleset.flags.get(flag_key)
         if flag is None:
             return self._missing(flag_key)
@@ -471,10 +503,7 @@ class PhaseFlagClient:
         if flag.track_events:
             events = self._events
             if events is not None:
-                try:  # EventProcessor.count(), inlined: the counter exists after the first read
-                    next(events._counts[flag_key][result.variation_key])
-                except KeyError:
-                    events.count(flag_key, result.variation_key)
+                events.count(flag_key, result.variation_key)
         return result
 
     def _context_values(self, context: object) -> Mapping[str, Any]:
@@ -533,7 +562,7 @@ class PhaseFlagClient:
 
         ``hooks`` (every getter takes it): extra :class:`Hook` objects for this read only.
         """
-        if hooks is not None or self._hooks:  # the one test a read without hooks pays
+        if hooks is not None:  # the one test a read pays (client hooks: see add_hook)
             return cast(bool, self._hooked(BOOLEAN, flag_key, default, context, hooks).value)
         try:  # _read(), inlined in the two hottest getters: one call fewer per read
             result: EvaluationResult | None = self._resolve(flag_key, context)
@@ -552,7 +581,7 @@ class PhaseFlagClient:
         hooks: Iterable[Hook] | None = None,
     ) -> str:
         """The flag's string value for ``context``, or ``default``."""
-        if hooks is not None or self._hooks:
+        if hooks is not None:
             return cast(str, self._hooked(STRING, flag_key, default, context, hooks).value)
         try:  # _read(), inlined in the two hottest getters: one call fewer per read
             result: EvaluationResult | None = self._resolve(flag_key, context)
@@ -571,7 +600,7 @@ class PhaseFlagClient:
         hooks: Iterable[Hook] | None = None,
     ) -> int:
         """The flag's value as an int (a whole float counts), or ``default``; bools never count."""
-        if hooks is not None or self._hooks:
+        if hooks is not None:
             return cast(int, self._hooked(INTEGER, flag_key, default, context, hooks).value)
         return cast(int, self._value(flag_key, default, context, INTEGER))
 
@@ -583,7 +612,7 @@ class PhaseFlagClient:
         hooks: Iterable[Hook] | None = None,
     ) -> float:
         """The flag's numeric value as a float (an int counts), or ``default``; never a bool."""
-        if hooks is not None or self._hooks:
+        if hooks is not None:
             return cast(float, self._hooked(NUMBER, flag_key, default, context, hooks).value)
         return cast(float, self._value(flag_key, default, context, NUMBER))
 
@@ -612,7 +641,7 @@ class PhaseFlagClient:
         hooks: Iterable[Hook] | None = None,
     ) -> Any:
         """The flag's JSON object/array value (a private copy), or ``default``."""
-        if hooks is not None or self._hooks:
+        if hooks is not None:
             return self._hooked(JSON, flag_key, default, context, hooks).value
         return self._value(flag_key, default, context, JSON)
 
@@ -623,7 +652,7 @@ class PhaseFlagClient:
         hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult | None:
         """The full result (value, reason, variation key, rule id); None if the flag is unknown."""
-        if hooks is not None or self._hooks:
+        if hooks is not None:
             hooked = self._hooked(None, flag_key, None, context, hooks)
             code = hooked.error_code
             if code in (ErrorCode.FLAG_NOT_FOUND, ErrorCode.NOT_READY) or (
@@ -644,7 +673,7 @@ class PhaseFlagClient:
         hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """Like ``get_variation`` but never None: on a miss the value is ``default``."""
-        if hooks is not None or self._hooks:
+        if hooks is not None:
             return self._hooked(None, flag_key, default, context, hooks)
         return self._details(flag_key, default, context)
 
@@ -715,7 +744,7 @@ class PhaseFlagClient:
         hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """The boolean result with reason and variation; TYPE_MISMATCH for a non-boolean flag."""
-        if hooks is not None or self._hooks:
+        if hooks is not None:
             return self._hooked(BOOLEAN, flag_key, default, context, hooks)
         return self._typed_details(flag_key, default, context, BOOLEAN)
 
@@ -727,7 +756,7 @@ class PhaseFlagClient:
         hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """The string result with reason and variation."""
-        if hooks is not None or self._hooks:
+        if hooks is not None:
             return self._hooked(STRING, flag_key, default, context, hooks)
         return self._typed_details(flag_key, default, context, STRING)
 
@@ -739,7 +768,7 @@ class PhaseFlagClient:
         hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """The integer result with reason and variation (value made an int)."""
-        if hooks is not None or self._hooks:
+        if hooks is not None:
             return self._hooked(INTEGER, flag_key, default, context, hooks)
         return self._typed_details(flag_key, default, context, INTEGER)
 
@@ -751,7 +780,7 @@ class PhaseFlagClient:
         hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """The numeric result with reason and variation (value made a float)."""
-        if hooks is not None or self._hooks:
+        if hooks is not None:
             return self._hooked(NUMBER, flag_key, default, context, hooks)
         return self._typed_details(flag_key, default, context, NUMBER)
 
@@ -763,7 +792,7 @@ class PhaseFlagClient:
         hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """The JSON result with reason and variation."""
-        if hooks is not None or self._hooks:
+        if hooks is not None:
             return self._hooked(JSON, flag_key, default, context, hooks)
         return self._typed_details(flag_key, default, context, JSON)
 
@@ -828,6 +857,7 @@ class PhaseFlagClient:
         check_hook(hook)
         with self._hook_lock:
             self._hooks = (*self._hooks, hook)
+            self._route_getters()
 
         def remove() -> None:
             with self._hook_lock:
@@ -835,8 +865,19 @@ class PhaseFlagClient:
                 if hook in kept:
                     kept.remove(hook)
                 self._hooks = tuple(kept)
+                self._route_getters()
 
         return remove
+
+    def _route_getters(self) -> None:
+        """While client hooks exist, instance attributes shadow the getters with ones that
+        always run them; without, the class's getters serve and test only their own
+        ``hooks`` argument (so a client without hooks pays nothing for them)."""
+        for name, kind, shape in _GETTERS:
+            if self._hooks:
+                self.__dict__[name] = MethodType(_hooked_method(kind, shape), self)
+            else:
+                self.__dict__.pop(name, None)
 
     def request_context(self, context: EvaluationContext | None = None) -> RequestScope:
         """A ``with`` (or ``async with``) scope for one request: reads that pass no context
@@ -1039,3 +1080,61 @@ class PhaseFlagClient:
         if self._state is _State.RUNNING:
             self._state = _State.NEW
             self.start()
+
+
+# -- the read paths a client is retyped to ----------------------------------------------------
+
+
+def _hooked_method(kind: Kind | None, shape: str) -> Callable[..., Any]:
+    """A getter with the public one's signature that always runs the client's hooks."""
+    if shape == "variation":
+
+        def get_variation(
+            self: PhaseFlagClient,
+            flag_key: str,
+            context: EvaluationContext | None = None,
+            hooks: Iterable[Hook] | None = None,
+        ) -> EvaluationResult | None:
+            return PhaseFlagClient.get_variation(self, flag_key, context, hooks or ())
+
+        return get_variation
+    if shape == "value":
+
+        def get_value(
+            self: PhaseFlagClient,
+            flag_key: str,
+            default: Any,
+            context: EvaluationContext | None = None,
+            hooks: Iterable[Hook] | None = None,
+        ) -> Any:
+            return self._hooked(kind, flag_key, default, context, hooks).value
+
+        return get_value
+
+    def get_details(
+        self: PhaseFlagClient,
+        flag_key: str,
+        default: Any,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
+    ) -> EvaluationResult:
+        return self._hooked(kind, flag_key, default, context, hooks)
+
+    return get_details
+
+
+#: (getter name, value kind or None for any value, what it returns)
+_GETTERS: Final = (
+    ("get_boolean_value", BOOLEAN, "value"),
+    ("get_string_value", STRING, "value"),
+    ("get_integer_value", INTEGER, "value"),
+    ("get_float_value", NUMBER, "value"),
+    ("get_json_value", JSON, "value"),
+    ("get_boolean_details", BOOLEAN, "details"),
+    ("get_string_details", STRING, "details"),
+    ("get_integer_details", INTEGER, "details"),
+    ("get_float_details", NUMBER, "details"),
+    ("get_json_details", JSON, "details"),
+    ("get_details", None, "details"),
+    ("get_variation", None, "variation"),
+)

@@ -233,3 +233,64 @@ class TestFlagChangeValues:
     def test_defaults_keep_the_old_constructor(self) -> None:
         change = FlagChange("k", 1, 2)
         assert (change.previous, change.current) == (None, None)
+
+
+EQUALITY_DOC = ruleset(
+    flag(
+        "checkout",
+        variations={"on": True, "off": False},
+        default="off",
+        rules=[rule(condition("plan", "in", "pro"), serve="on", id="pro")],
+    ),
+    flag("split", variations={"a": "A", "b": "B"}, default={"a": 50, "b": 50}),
+    flag("who", variations={"u1": "u1", "x": "x"}, default="x", targets={"u1": ["u1"]}),
+    flag("killed", variations={"on": True, "off": False}, default="on", off="off", enabled=False),
+    flag("limit", 3),
+    flag("config", {"a": [1]}),
+)
+EQUALITY_CONTEXTS = [
+    EvaluationContext(user_id=f"u{i}", attributes={"plan": "pro" if i % 2 else "free"})
+    for i in range(12)
+]
+
+
+@pytest.mark.parametrize("with_default_context", [False, True])
+def test_scoped_read_path_equals_the_plain_one(with_default_context: bool) -> None:
+    """_resolve_scoped (installed by the first request_context) is a copy of _resolve:
+    outside a scope, inside one with no context passed, and inside one with a context
+    passed, every getter answers what a never-scoped client answers."""
+    options: dict[str, Any] = {}
+    if with_default_context:
+        options["default_context"] = EvaluationContext(attributes={"plan": "pro"})
+    plain = create_mock_client(bootstrap=EQUALITY_DOC, **options)
+    scoped = create_mock_client(bootstrap=EQUALITY_DOC, **options)
+    for c in (plain, scoped):
+        c.set_override("limit", 9)
+    try:
+        with scoped.request_context():
+            pass  # installs the scoped read path for good
+        keys = ["checkout", "split", "who", "killed", "limit", "config", "missing"]
+
+        def answers(c: PhaseFlagClient, ctx: EvaluationContext | None) -> list[Any]:
+            out: list[Any] = []
+            for key in keys:
+                out += [
+                    c.get_boolean_value(key, False, ctx),
+                    c.get_string_value(key, "d", ctx),
+                    c.get_integer_value(key, -1, ctx),
+                    c.get_json_value(key, {}, ctx),
+                    c.get_details(key, None, ctx),
+                    c.get_variation(key, ctx),
+                    c.get_float_details(key, 0.5, ctx),
+                ]
+            return out
+
+        for ctx in [None, *EQUALITY_CONTEXTS]:
+            want = answers(plain, ctx)
+            assert answers(scoped, ctx) == want  # outside any scope
+            with scoped.request_context(ctx):
+                assert answers(scoped, None) == want  # the scope supplies the context
+                assert answers(scoped, ctx) == want  # an explicit one, inside a scope
+    finally:
+        plain.stop()
+        scoped.stop()
