@@ -241,10 +241,14 @@ class AsyncPhaseFlagClient:
         return self._client.get_json_details(flag_key, default, context)
 
     def all_flags(
-        self, context: EvaluationContext | None = None, *, details: bool = False
+        self,
+        context: EvaluationContext | None = None,
+        *,
+        details: bool = False,
+        client_side_only: bool = False,
     ) -> dict[str, Any]:
         """Every flag evaluated for one context (JSON-serialisable); see PhaseFlagClient."""
-        return self._client.all_flags(context, details=details)
+        return self._client.all_flags(context, details=details, client_side_only=client_side_only)
 
     # -- overrides, listeners, health -----------------------------------------------------------
 

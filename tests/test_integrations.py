@@ -269,3 +269,107 @@ class TestASGI:
 
         with TestClient(app) as http:  # runs lifespan startup/shutdown through the middleware
             assert http.get("/swap").status_code == 200
+
+
+class TestBrowserBootstrap:
+    """examples/browser_bootstrap.py embeds the client-side flags in the page."""
+
+    @pytest.fixture
+    def app(self) -> Iterator[Any]:
+        pytest.importorskip("flask")
+        from examples.browser_bootstrap import create_app
+
+        app = create_app()
+        yield app
+        app.extensions["phaseflag"].stop()
+
+    @staticmethod
+    def embedded(html: str) -> dict[str, Any]:
+        import re
+
+        match = re.search(
+            r'<script type="application/json" id="phaseflag-bootstrap">(.*?)</script>', html, re.S
+        )
+        assert match is not None
+        payload: dict[str, Any] = json.loads(match.group(1))
+        return payload
+
+    def test_page_embeds_only_client_side_flags_with_details(self, app: Any) -> None:
+        html = app.test_client().get("/", headers={"X-User-Plan": "pro"}).get_data(as_text=True)
+        payload = self.embedded(html)
+        assert payload == {
+            "banner-text": {
+                "value": "</script><b>50% off</b>",
+                "variation_key": "sale",
+                "reason": "default",
+                "ruleset_version": 3,
+            },
+            "new-nav": {
+                "value": True,
+                "variation_key": "on",
+                "reason": "targeting_match",
+                "ruleset_version": 3,
+            },
+        }
+        # the value holding "</script>" was escaped: the element is not closed early
+        assert html.count("</script>") == 2
+
+    def test_context_comes_from_the_request(self, app: Any) -> None:
+        free = self.embedded(app.test_client().get("/").get_data(as_text=True))
+        assert free["new-nav"]["value"] is False
+        assert app.test_client().get("/api/flags").get_json()["new-nav"]["reason"] == "default"
+
+    @pytest.mark.browser
+    def test_headless_chromium_reads_the_embedded_flags(self, app: Any) -> None:
+        """A real browser runs the page's script against the embedded payload."""
+        sync_api = pytest.importorskip("playwright.sync_api")
+        from werkzeug.serving import make_server
+
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, name="bootstrap-http", daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_port}/"
+            with sync_api.sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path="/usr/bin/chromium")
+                try:
+                    page = browser.new_page(extra_http_headers={"X-User-Plan": "pro"})
+                    page.goto(url, timeout=60_000)
+                    assert page.text_content("#nav") == "new navigation"
+                    free = browser.new_page()
+                    free.goto(url, timeout=60_000)
+                    assert free.text_content("#nav") == "classic navigation"
+                finally:
+                    browser.close()
+        finally:
+            server.shutdown()
+            thread.join(timeout=10)
+
+
+def test_all_flags_counts_no_exposures() -> None:
+    """Evaluation summaries count getter reads of tracked flags, never all_flags snapshots."""
+    doc = ruleset(flag("tracked", True, track_events=True), flag("other", 1))
+    client = PhaseFlagClient(base_url="http://127.0.0.1:9/api/v1", api_key="k", bootstrap=doc)
+    try:
+        events = client._events
+        assert events is not None
+        client.all_flags(details=True)
+        client.all_flags(client_side_only=True)
+        assert dict(events._counts) == {}
+        client.get_boolean_value("tracked", False)
+        assert "tracked" in events._counts
+    finally:
+        client.stop()
+
+
+def test_schema_declares_client_side_as_a_boolean() -> None:
+    """Both validators (the fast one and jsonschema's explanation) take the field."""
+    from phaseflag import RulesetError, load_ruleset
+
+    good = ruleset(flag("a", True, client_side=True), flag("b", True))
+    compiled = load_ruleset(json.dumps(good).encode())
+    assert compiled.flags["a"].client_side is True
+    assert compiled.flags["b"].client_side is False
+    bad = ruleset(flag("a", True, client_side="yes"))
+    with pytest.raises(RulesetError, match="client_side"):
+        load_ruleset(json.dumps(bad).encode())
