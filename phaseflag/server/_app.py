@@ -152,6 +152,11 @@ class App:
         self.asgi = Starlette(routes=routes, exception_handlers={404: self._not_found})
         metrics.read_state_from(self._state)
 
+    @property
+    def source(self) -> Source:
+        """Where the served ruleset comes from."""
+        return self._source
+
     def forward_to(
         self,
         forward: Callable[[list[dict[str, Any]]], None],

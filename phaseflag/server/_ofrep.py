@@ -21,7 +21,6 @@ from ._json import dumps, json_response, parse_json
 __all__ = ["evaluate_all", "evaluate_one", "ofrep_reason"]
 
 
-
 class _BadRequest(Exception):
     """The request cannot be evaluated: answered 400 with an OFREP ``errorCode``."""
 
