@@ -39,7 +39,7 @@ _MAX_COUNTS: Final = 5000
 
 
 def _load(name: str) -> bytes:
-    return resources.files("phaseflag.server").joinpath("ui", name).read_bytes()
+    return resources.files("phaseflag.server").joinpath("ui").joinpath(name).read_bytes()
 
 
 def dashboard_routes(app: App) -> list[BaseRoute]:
