@@ -13,6 +13,7 @@ import contextlib
 import functools
 import hmac
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -292,6 +293,7 @@ class App:
             "stream_clients": self.stream_clients,
             "events_received": self._events.received,
             "loaded_at": int(snapshot.loaded_at * 1000),
+            "pid": os.getpid(),
         }
         if error is not None:
             # Without a key only the fact: the text can quote the refused file.
