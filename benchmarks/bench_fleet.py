@@ -72,7 +72,7 @@ class Api:
 
     def __init__(self) -> None:
         self.version = 1
-        self.body = json.dumps(realistic_ruleset(FLAGS, 1)).encode()
+        self.body = b""
         self.requests = 0
         self.lock = threading.Lock()
         api = self
@@ -101,6 +101,7 @@ class Api:
             def log_message(self, *args: Any) -> None:
                 pass
 
+        self.publish(1)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
@@ -110,7 +111,10 @@ class Api:
         return f"http://127.0.0.1:{self.server.server_address[1]}/api/v1"
 
     def publish(self, version: int) -> None:
-        body = json.dumps(realistic_ruleset(FLAGS, version)).encode()
+        document = realistic_ruleset(FLAGS, version)
+        # One flag changes with every version (a version alone changes no flag: no event).
+        document["flags"][0]["default"] = {"variation": "on" if version % 2 else "off"}
+        body = json.dumps(document).encode()
         with self.lock:
             self.version, self.body = version, body
 

@@ -351,3 +351,32 @@ def fleet_workers(count: int, options: dict[str, object]) -> Iterator[list[Worke
     finally:
         for worker in workers:
             worker.kill()
+
+
+@contextlib.contextmanager
+def redis_sentinel(master: RedisServer, name: str = "mymaster") -> Iterator[int]:
+    """A Redis Sentinel (``redis-server --sentinel``) watching ``master``; yields its port."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="phaseflag-sentinel-") as directory:
+        config = os.path.join(directory, "sentinel.conf")
+        with open(config, "w", encoding="ascii") as handle:
+            handle.write(
+                f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+                f"sentinel monitor {name} 127.0.0.1 {master.port} 1\n"
+            )
+        process = subprocess.Popen(
+            [_binary("redis-server"), config, "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            probe = RedisServer(directory, port=port)
+            deadline = time.monotonic() + START_TIMEOUT
+            while str(master.port) not in probe.cli("SENTINEL", "get-master-addr-by-name", name):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("redis sentinel did not start")
+                time.sleep(0.05)  # a bounded pause between probes of a starting sentinel
+            yield port
+        finally:
+            process.kill()
+            process.wait(10)

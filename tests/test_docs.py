@@ -11,6 +11,7 @@ and pages that start a server are ``e2e``. A snippet made of ``# app.py`` and
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import re
@@ -29,6 +30,8 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: What the README's examples connect to; the test serves exactly this URL's role locally.
 DOC_URL = "https://api.phaseflag.com/api/v1"
 DOC_KEY = "sdk-dev-xxxxxxxxxxxx"
+#: The Redis the fleet pages use; a page naming it is served by a real redis-server.
+DOC_REDIS = "redis://redis.internal:6379/0"
 
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 _MARKERS = re.compile(r"<!--\s*snippet-markers:\s*([\w\s]+?)\s*-->")
@@ -126,6 +129,12 @@ def test_snippets_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         server = PhaseFlagServer(SAMPLE, api_keys=[DOC_KEY])
         server.start()
         replacements[DOC_URL] = server.url
+    redis = contextlib.ExitStack()
+    if DOC_REDIS in page.read_text(encoding="utf-8"):  # pages marked redis: a real server
+        from redis_support import redis_servers
+
+        (redis_server,) = redis.enter_context(redis_servers(1))
+        replacements[DOC_REDIS] = redis_server.url
     namespace: dict[str, Any] = {"__name__": f"snippets_{page.stem}"}
     try:
         for number, code in enumerate(snippets(page), 1):
@@ -148,3 +157,4 @@ def test_snippets_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             client.stop()
         if server is not None:
             server.stop()
+        redis.close()

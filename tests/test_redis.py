@@ -22,6 +22,7 @@ from redis_support import (
     RedisServer,
     free_port,
     redis_cluster,
+    redis_sentinel,
     redis_server,
     redis_servers,
     tls_redis_server,
@@ -334,6 +335,20 @@ def test_redis_cluster_client(caches: list[RedisCache]) -> None:
             sub.close()
         finally:
             cluster.close()
+
+
+def test_sentinel_master_client(redis_server: RedisServer, caches: list[RedisCache]) -> None:
+    from redis.sentinel import Sentinel
+
+    with redis_sentinel(redis_server) as port:
+        sentinel = Sentinel([("127.0.0.1", port)], socket_timeout=1)
+        master = sentinel.master_for("mymaster", socket_timeout=1)
+        cache = RedisCache(client=master, lease_time=2.0)
+        caches.append(cache)
+        assert cache.write(ENV, doc(8), 8, None)
+        assert cache.acquire(ENV, "t")
+        assert redis_server.cli("HGET", f"{{phaseflag}}:{ENV}:ruleset", "version") == "8"
+        master.close()
 
 
 # -- the fleet sync, in process ------------------------------------------------------------
