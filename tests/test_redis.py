@@ -549,3 +549,95 @@ def test_forked_child_restarts_the_fleet_threads(
     assert os.waitstatus_to_exitcode(status) == 0, answer
     assert answer == "0 False"  # the parent keeps the lease; the child follows
     assert client.status().leader is True
+
+
+def test_streaming_leader_pushes_through_redis(
+    redis_server: RedisServer, tmp_path: Any, make_client: Callable[..., Any]
+) -> None:
+    from phaseflag.server import PhaseFlagServer
+
+    path = tmp_path / "ruleset.json"
+    path.write_bytes(doc(1))
+    server = PhaseFlagServer(path, api_keys=["sdk-stream-key"], poll_interval=0.05)
+    server.start()
+    try:
+        clients = [
+            make_client(
+                base_url=server.url,
+                api_key="sdk-stream-key",
+                fetch_mode="streaming",
+                polling_interval=30.0,  # changes must come by the stream and the notice
+                cache=RedisCache(redis_server.url, lease_time=1.0, read_timeout=0.2),
+            )
+            for _ in range(3)
+        ]
+        for client in clients:
+            client.start()
+        wait_for(lambda: all(c.status().ruleset_version == 1 for c in clients), timeout=15)
+        wait_for(lambda: sum(bool(c.status().leader) for c in clients) == 1, timeout=15)
+        leader = next(c for c in clients if c.status().leader)
+        names = {t.name for t in threading.enumerate()}
+        assert "phaseflag-stream" in names and "phaseflag-fleet-notices" in names
+        path.write_bytes(doc(2, False))
+        wait_for(lambda: all(c.status().ruleset_version == 2 for c in clients), timeout=15)
+        assert leader.status().ruleset_source == "live"
+        assert all(c.get_boolean_value("flag", True) is False for c in clients)
+        for client in clients:
+            client.stop()
+    finally:
+        server.stop()
+
+
+def test_redis_unreachable_at_start_does_not_hold_up_readiness(
+    loopback_api: LoopbackAPI, make_client: Callable[..., Any]
+) -> None:
+    client = make_client(
+        base_url=loopback_api.base_url,
+        api_key="sdk-test-key",
+        polling_interval=0.2,
+        cache=RedisCache(f"redis://127.0.0.1:{free_port()}/0", lease_time=1.0, read_timeout=0.2),
+    )
+    started = time.monotonic()
+    client.start()
+    assert time.monotonic() - started < 0.5  # start() itself never touches Redis
+    assert client.wait_until_ready(10)
+    status = client.status()
+    assert (status.ruleset_version, status.ruleset_source, status.leader) == (1, "live", False)
+    assert status.consecutive_failures == 0  # a missing Redis is not a failed sync
+
+
+def test_cache_mode_without_redis_ages_and_reports_stale(
+    redis_server: RedisServer, caches: list[RedisCache], make_client: Callable[..., Any]
+) -> None:
+    writer = RedisCache(redis_server.url)
+    caches.append(writer)
+    writer.write(environment_key("k"), doc(3), 3, None)
+    stale: list[float] = []
+    client = make_client(
+        base_url="",
+        api_key="k",
+        fetch_mode="cache",
+        polling_interval=0.2,
+        max_staleness=0.5,
+        cache=RedisCache(redis_server.url, lease_time=1.0, read_timeout=0.2),
+    )
+    client.on("stale", stale.append)
+    client.start()
+    assert client.wait_until_ready(10)
+    redis_server.kill()
+    wait_for(lambda: client.status().stale, timeout=15)
+    assert stale and client.status().ruleset_version == 3  # the data is kept, and aged
+    assert client.get_boolean_value("flag", False) is True
+
+
+def test_followers_report_data_no_leader_confirms(
+    redis_server: RedisServer,
+    loopback_api: LoopbackAPI,
+    make_member: Callable[..., tuple[Fleet, Sink]],
+) -> None:
+    members = [make_member(redis_server.url, loopback_api, interval=0.2) for _ in range(2)]
+    wait_for(lambda: all(s.held() == 1 for _, s in members), timeout=15)
+    follower = next(s for f, s in members if not f.leader)
+    loopback_api.status = 500  # the leader cannot fetch: it stops confirming the data
+    wait_for(lambda: any("last confirmed" in str(e) for e in follower.failures), timeout=15)
+    assert follower.held() == 1
