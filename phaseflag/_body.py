@@ -42,7 +42,9 @@ def late(what: str, deadline: Deadline) -> TransportError:
     if deadline.aborted:
         return TransportError(f"{what}: aborted (the client is stopping)")
     seconds = deadline.seconds or 0.0
-    return TransportError(f"{what}: no complete answer within {seconds:g} s (request_timeout)")
+    return TransportError(
+        f"{what}: timed out, no complete answer within {seconds:g} s (request_timeout)"
+    )
 
 
 def read_body(

@@ -37,6 +37,7 @@ from ._evaluation import evaluate_flag, not_found
 from ._events import EventProcessor, EventStats
 from ._hooks import Hook, check_hook, combine, run_hooks
 from ._listeners import Listeners
+from ._loop import Loop
 from ._model import EMPTY_RULESET, Ruleset
 from ._oncelog import OnceLog
 from ._process import enable_debug_logging, register, unregister
@@ -100,9 +101,10 @@ class PhaseFlagClient:
         event_batch_size: Events per POST; a full batch is sent at once (100).
         bootstrap_file: A ruleset or ``{"flags": {key: value}}`` file loaded in
             the constructor so reads work before the first fetch.
-        bootstrap_url: Like ``bootstrap_file``, fetched once by ``start()``.
-        offline_mode: Become ready on bootstrap/cached data as soon as the first
-            fetch fails, instead of waiting for the API (False).
+        bootstrap_url: Like ``bootstrap_file``, fetched once after the first live fetch
+            when that brought no data (it never delays live data).
+        offline_mode: With bootstrap or cached data held, ``start()`` makes the client
+            ready at once instead of waiting for the API; live data replaces it (False).
         bootstrap: Bootstrap data as a dict (same formats).
         cache: Where the last good ruleset is kept across restarts; default a
             ``MemoryCache``, or a ``FileCache`` in ``PHASEFLAG_CACHE_DIR`` if set.
@@ -111,9 +113,12 @@ class PhaseFlagClient:
         default_context: Context used when a read passes none; merged under the
             context a read passes (the read's values win).
         max_event_queue_size: Events held before the oldest are dropped (10000).
-        request_timeout: Seconds for each HTTP request (10).
+        request_timeout: Seconds each HTTP request has in all - connect, headers and
+            body - and a stream until its headers (10).
         headers: Extra headers for every API request.
-        headers_factory: Called per request for extra headers (rotating credentials).
+        headers_factory: Called per request for extra headers (rotating credentials);
+            an ``Authorization`` it returns replaces ``Bearer <api_key>`` (api_key may
+            then be empty).
         verify: TLS verification: True, or a CA bundle path; False logs a warning.
         proxies: ``requests`` proxies mapping.
         logger: Logger for this client's own messages (reads, sync outcomes) instead
@@ -177,7 +182,8 @@ class PhaseFlagClient:
                 "max_staleness": max_staleness,
                 "send_events": send_events,
                 "verify": verify,
-            }
+            },
+            key_optional=headers_factory is not None,
         )
         if default_context is not None and not isinstance(default_context, EvaluationContext):
             raise ConfigError("default_context", "must be an EvaluationContext")
@@ -238,6 +244,8 @@ class PhaseFlagClient:
         self._transport: Transport | None = self._make_transport()
         self._events: EventProcessor | None = self._make_events()
         self._sync: Poller | Any | None = None
+        self._health = self._make_health()
+        self._post_deadline: float | None = None  # set by stop()/flush_events(timeout)
 
         if bootstrap is not None:
             self._load_bootstrap("bootstrap", lambda: compile_ruleset(bootstrap))
@@ -283,16 +291,22 @@ class PhaseFlagClient:
 
     def _make_sync(self) -> Any:
         s = self._settings
-        before = self._fetch_bootstrap_url if s.bootstrap_url else None
+        # The bootstrap URL is fetched after the first live fetch, and only when that brought
+        # no data: it never delays live data (each fetch has request_timeout in all).
+        after = self._fetch_bootstrap_url if s.bootstrap_url else None
         if self._fleet_cache is not None:
-            return self._make_fleet(self._fleet_cache, before)
+            return self._make_fleet(self._fleet_cache, after)
         assert self._transport is not None
         if s.fetch_mode == "streaming":
             from ._stream import Streamer
 
-            return Streamer(self._transport, self._store, s.polling_interval, before_first=before)
+            return Streamer(self._transport, self._store, s.polling_interval, after_first=after)
         return Poller(
-            self._transport.fetch_ruleset, self._store, s.polling_interval, before_first=before
+            self._transport.fetch_ruleset,
+            self._store,
+            s.polling_interval,
+            after_first=after,
+            abort=self._transport.abort,
         )
 
     def _make_fleet(self, cache: RedisCache, before: Callable[[], None] | None) -> Any:
@@ -313,7 +327,7 @@ class PhaseFlagClient:
                 from ._stream import Streamer
 
                 return Streamer(transport, sink, self._settings.polling_interval)
-            return Poller(transport.fetch_ruleset, sink, self._settings.polling_interval)
+            return Poller(transport.fetch_ruleset, sink, s.polling_interval, abort=transport.abort)
 
         follow_only = s.fetch_mode == "cache" or transport is None
         return Fleet(
@@ -326,11 +340,27 @@ class PhaseFlagClient:
             before_first=before,
         )
 
+    def _make_health(self) -> Loop | None:
+        """A ``phaseflag-health`` timer checking the data's age when max_staleness is set, so
+        that staleness shows even when no sync thread gets to report it."""
+        limit = self._settings.max_staleness
+        if limit is None:
+            return None
+        period = min(limit / 4, 60.0)
+
+        def check() -> float:
+            self._store.check_staleness(time.time())
+            return period
+
+        return Loop("health", check)
+
     def _post_events(self, payload: dict[str, Any]) -> None:
         transport = self._transport
         if transport is None:
             raise TransportError("HTTP disabled (base_url='')")
-        transport.post_events(payload)
+        until = self._post_deadline
+        timeout = None if until is None else until - time.monotonic()
+        transport.post_events(payload, timeout)
 
     def _load_bootstrap(self, option: str, build: Callable[[], Ruleset]) -> None:
         try:
@@ -347,7 +377,7 @@ class PhaseFlagClient:
 
     def _fetch_bootstrap_url(self) -> None:
         url = self._settings.bootstrap_url
-        if not url or self._transport is None:
+        if not url or self._transport is None or self._store.source == "live":
             return
         try:
             ruleset = load_ruleset(self._transport.fetch_url(url))
@@ -370,14 +400,19 @@ class PhaseFlagClient:
                 self._sync = None
             self._state = _State.RUNNING
             register(self)
+            self._store.reopen()
             self._store.load_cache()
             if self._transport is None and self._fleet_cache is None:
                 self._store.mark_ready()
             else:
+                if self._settings.offline_mode and self._store.ruleset is not EMPTY_RULESET:
+                    self._store.mark_ready()  # bootstrap/cached data now; live data replaces it
                 self._sync = self._sync or self._make_sync()
                 self._sync.start()
             if self._events is not None:
                 self._events.start()
+            if self._health is not None:
+                self._health.start()
 
     def wait_until_ready(self, timeout: float = 5.0) -> bool:
         """Block until the first ruleset is in (or offline data is accepted); never raises.
@@ -403,12 +438,22 @@ class PhaseFlagClient:
                 return
             self._state = _State.STOPPED
             sync, events, transport = self._sync, self._events, self._transport
+        # Within _STOP_TIMEOUT whatever is in flight: nothing is applied or announced from
+        # here on, the sync thread's request is aborted, the last events get what is left.
+        until = time.monotonic() + _STOP_TIMEOUT
+        self._store.close()
+        if self._health is not None:
+            self._health.stop(_STOP_TIMEOUT)
         if sync is not None:
             sync.stop(_STOP_TIMEOUT)
         if events is not None:
-            events.stop(self._settings.request_timeout)
+            self._post_deadline = until
+            try:
+                events.stop(max(0.0, until - time.monotonic()))
+            finally:
+                self._post_deadline = None
         if transport is not None:
-            transport.close()  # release pooled connections; start() makes a new transport
+            transport.close()  # aborts the rest; start() makes a new transport
         self._store.close_cache()
         unregister(self)
 
@@ -434,9 +479,9 @@ class PhaseFlagClient:
 
     @polling_interval.setter
     def polling_interval(self, seconds: float) -> None:
-        from ._config import _positive_float
+        from ._config import positive_seconds
 
-        value = _positive_float("polling_interval", seconds)
+        value = positive_seconds("polling_interval", seconds)
         self._settings = replace(self._settings, polling_interval=value)
         if self._sync is not None:
             self._sync.interval = value
@@ -1014,13 +1059,24 @@ class PhaseFlagClient:
             return
         events.track(event)
 
-    def flush_events(self) -> bool:
-        """Send every queued event now; True when all were delivered. Never raises."""
+    def flush_events(self, timeout: float | None = None) -> bool:
+        """Send every queued event now; True when all were delivered. Never raises.
+
+        Returns within about ``timeout`` seconds when given (each POST is cut at what is
+        left of it); otherwise each POST still has ``request_timeout`` in all.
+        """
         events = self._events
         if events is None:
             return True
         try:
-            return events.flush()
+            if timeout is None:
+                return events.flush()
+            seconds = max(0.0, float(timeout))
+            self._post_deadline = time.monotonic() + seconds
+            try:
+                return events.flush(seconds)
+            finally:
+                self._post_deadline = None
         except Exception as exc:
             self._log.warning("phaseflag: flush_events failed: %s", exc)
             return False
@@ -1077,6 +1133,7 @@ class PhaseFlagClient:
         if self._events is not None:
             self._events.reset_after_fork()
         self._sync = None
+        self._health = self._make_health()
         if self._state is _State.RUNNING:
             self._state = _State.NEW
             self.start()

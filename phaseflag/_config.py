@@ -393,6 +393,3 @@ def default_cache(settings: Settings) -> Cache:
     if settings.cache_dir:
         return FileCache(settings.cache_dir)
     return MemoryCache()
-
-
-_positive_float = positive_seconds  # the name the client imports until the client split lands

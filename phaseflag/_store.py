@@ -62,6 +62,17 @@ class RulesetStore:
         self._max_staleness = max_staleness
         self._default_values = default_values  # FlagChange.previous/current are for these
         self._swap_lock = threading.Lock()
+        self._open = True
+
+    def close(self) -> None:
+        """From now on nothing is applied or announced (stop()): a sync thread still
+        finishing finds the store closed. ``reopen()`` (start()) undoes it."""
+        with self._swap_lock:
+            self._open = False
+
+    def reopen(self) -> None:
+        with self._swap_lock:
+            self._open = True
 
     # -- the sync threads' sink ----------------------------------------------------------------
 
@@ -72,6 +83,8 @@ class RulesetStore:
 
     def sync_succeeded(self) -> None:
         """Record a good fetch; (re)announce readiness after an outage."""
+        if not self._open:
+            return
         now = time.time()
         self.last_sync = now
         self.confirmed_at = now
@@ -87,6 +100,8 @@ class RulesetStore:
 
     def sync_failed(self, error: Exception) -> None:
         """Record a failed fetch or a rejected ruleset; the last good ruleset stays in use."""
+        if not self._open:
+            return
         self.failures += 1
         self.last_error = f"{type(error).__name__}: {error}"
         level = logging.WARNING if self.failures == 1 else logging.DEBUG
@@ -108,6 +123,8 @@ class RulesetStore:
         False when the version policy keeps what is held."""
         with self._swap_lock:
             old = self.ruleset
+            if not self._open:
+                return False
             if source != "live" and old is not EMPTY_RULESET and ruleset.version <= old.version:
                 return False
             self.ruleset = ruleset
@@ -120,7 +137,7 @@ class RulesetStore:
             except Exception as exc:
                 self._warn("cache:set", "phaseflag: could not write the ruleset cache: %s", exc)
         changes = diff(old, ruleset, self._default_values)
-        if changes:
+        if changes and self._open:
             self._log.debug(
                 "phaseflag: ruleset v%s applied from %s (%d flags changed)",
                 ruleset.version,
@@ -163,12 +180,13 @@ class RulesetStore:
             self._listeners.emit("ready")
 
     def check_staleness(self, now: float) -> None:
-        """Fire ``stale`` once when held data is older than ``max_staleness`` during failures."""
+        """Fire ``stale`` once when held data is older than ``max_staleness``, whatever the
+        cause (failures, a stuck thread, a silent stream); status() and a timer call it."""
         limit = self._max_staleness
-        if limit is None or self.stale or self.confirmed_at is None:
+        if limit is None or self.stale or self.confirmed_at is None or not self._open:
             return
         age = now - self.confirmed_at
-        if age > limit and self.failures > 0:
+        if age > limit:
             self.stale = True
             self._log.warning("phaseflag: flag data is %.0fs old (max_staleness %.0fs)", age, limit)
             self._listeners.emit("stale", age)

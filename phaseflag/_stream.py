@@ -57,7 +57,7 @@ class Streamer:
         sink: SyncSink,
         polling_interval: float,
         *,
-        before_first: Callable[[], None] | None = None,
+        after_first: Callable[[], None] | None = None,
         rng: random.Random | None = None,
         reconnect_base: float | None = None,
         reconnect_cap: float | None = None,
@@ -65,7 +65,7 @@ class Streamer:
     ) -> None:
         self._transport = transport
         self._sink = sink
-        self._before_first = before_first
+        self._after_first = after_first
         self._rng = rng or random.Random()
         self._idle_limit = idle_limit
         self._retry = RetryPolicy(base=reconnect_base, cap=reconnect_cap, rng=self._rng)
@@ -105,17 +105,18 @@ class Streamer:
         return self.loop.stop(timeout, abort=self._transport.abort)
 
     def step(self) -> float:
-        """Stream when a (re)connect is due, else poll; returns how long to wait."""
-        if self._before_first is not None:
-            before, self._before_first = self._before_first, None
-            before()
-        if self.loop.stopping:
-            return 0.0
+        """Stream when a (re)connect is due, else poll; returns how long to wait.
+
+        ``after_first`` runs once, after the first poll (the stream's first failure).
+        """
         if time.monotonic() >= self._reconnect_at:
             self._stream()
             if self.loop.stopping:
                 return 0.0
         delay = self._poller.poll()  # the stream is down: poll meanwhile
+        if self._after_first is not None and not self.loop.stopping:
+            after, self._after_first = self._after_first, None
+            after()
         return max(0.0, min(delay, self._reconnect_at - time.monotonic()))
 
     def _stream(self) -> None:

@@ -46,6 +46,9 @@ class SyncSink(Protocol):
 class Poller:
     """Fetch the ruleset every ``interval`` seconds in a ``phaseflag-sync`` thread.
 
+    ``after_first`` runs once, right after the first poll (the bootstrap URL's fetch, so
+    that it never delays the first live fetch).
+
     ``abort(thread)`` (the transport's) cuts a request of that thread short, so that
     ``stop()`` returns at once with a poll in flight. ``retry`` defaults to a RetryPolicy
     starting at ``min(RETRY_BASE, interval)``.
@@ -57,7 +60,7 @@ class Poller:
         sink: SyncSink,
         interval: float,
         *,
-        before_first: Callable[[], None] | None = None,
+        after_first: Callable[[], None] | None = None,
         rng: random.Random | None = None,
         retry: RetryPolicy | None = None,
         abort: Callable[[threading.Thread | None], None] | None = None,
@@ -65,7 +68,7 @@ class Poller:
         self._fetch = fetch
         self._sink = sink
         self._interval = interval
-        self._before_first = before_first
+        self._after_first = after_first
         self._rng = rng or random.Random()
         self._retry = retry or RetryPolicy(base=min(RETRY_BASE, interval), rng=self._rng)
         self._abort = abort
@@ -91,11 +94,12 @@ class Poller:
         return self.loop.stop(timeout, abort=self._abort)
 
     def step(self) -> float:
-        """Run ``before_first`` once, then poll; returns how long to wait before the next."""
-        if self._before_first is not None:
-            before, self._before_first = self._before_first, None
-            before()
-        return self.poll()
+        """Poll, then run ``after_first`` once; returns how long to wait before the next."""
+        delay = self.poll()
+        if self._after_first is not None and not self.loop.stopping:
+            after, self._after_first = self._after_first, None
+            after()
+        return delay
 
     def poll(self) -> float:
         """One fetch (applied when new); returns how long to wait before the next."""

@@ -377,10 +377,9 @@ class Transport:
                         auth=_KEEP_HEADERS if authorized else None,
                     )
             except (requests.RequestException, OSError, ValueError) as exc:
-                if deadline.over:
+                if deadline.over or isinstance(exc, requests.Timeout):
+                    # A connect timeout is the deadline too: it was given what was left.
                     raise late(what, deadline) from exc
-                if isinstance(exc, requests.Timeout):
-                    raise TransportError(f"{what}: timed out ({self._scrub(exc)})") from exc
                 raise TransportError(f"{what}: {type(exc).__name__}: {self._scrub(exc)}") from exc
             location = resp.headers.get("Location")
             if resp.status_code not in _REDIRECTS or not location:

@@ -439,10 +439,10 @@ class TestBootstrap:
         assert len(cdn_calls) == 1
         assert "Authorization" not in cdn_calls[0].request.headers
 
-    def test_failing_bootstrap_url_reports_and_continues(
+    def test_bootstrap_url_not_fetched_when_live_data_came_first(
         self, api: responses.RequestsMock, make: Make
     ) -> None:
-        """A bootstrap_url that fails is reported to error listeners; the live sync still runs."""
+        """The live fetch goes first; with live data in, the bootstrap_url is never fetched."""
         api.get(CDN_URL, status=404)
         serve(api, ruleset(string_flag("color", "live")))
         client = make(bootstrap_url=CDN_URL)
@@ -451,7 +451,9 @@ class TestBootstrap:
         client.start()
         assert client.wait_until_ready(2.0)
         assert client.get_string_value("color", "none") == "live"
-        assert isinstance(errors.calls[0][0], TransportError)
+        client.stop()
+        assert [c.request.url for c in api.calls if c.request.url == CDN_URL] == []
+        assert errors.calls == []
 
     def test_offline_mode_ready_on_bootstrap_when_api_unreachable(
         self, api: responses.RequestsMock, make: Make, tmp_path: Path

@@ -179,11 +179,15 @@ def test_key_not_forwarded_on_a_redirect_to_another_host(
 def test_bootstrap_url_gets_no_key(
     loopback_api: LoopbackAPI, clients: Callable[..., PhaseFlagClient]
 ) -> None:
-    """The bootstrap URL (usually a third-party CDN) is fetched without the key."""
+    """The bootstrap URL (usually a third-party CDN) is fetched without the key (it is
+    fetched when the first live fetch brought nothing: here the API refuses connections)."""
     cdn = LoopbackAPI(document=ruleset(boolean_flag("cdn-flag"), version=1))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_api = f"http://127.0.0.1:{probe.getsockname()[1]}/api/v1"
     with _serve(cdn, "127.0.0.1") as cdn_url:
-        client = clients(base_url=loopback_api.base_url, bootstrap_url=cdn_url + "/sdk/ruleset")
-        assert client.wait_until_ready(5)
+        client = clients(base_url=dead_api, bootstrap_url=cdn_url + "/sdk/ruleset")
+        assert wait_for(lambda: client.status().ruleset_source == "bootstrap")
         fetched = cdn.calls("/sdk/ruleset")
     assert fetched
     for request in fetched:

@@ -406,24 +406,26 @@ def test_stop_ends_fallback_polling(server: _Server, transport: Transport, sink:
     assert wait_for(lambda: phaseflag_thread_names() == [])
 
 
-def test_before_first_runs_once_before_connecting(
-    server: _Server, streamer: Streamer, sink: _Sink, transport: Transport
+def test_after_first_runs_once_after_the_first_poll(
+    server: _Server, transport: Transport, sink: _Sink
 ) -> None:
-    """before_first runs once in the stream thread, before the first connection only."""
-    seen: list[tuple[str, int]] = []
+    """after_first (the bootstrap URL) runs once in the stream thread, after the stream's
+    first failure and the poll standing in for it, never before live data is tried."""
+    server.stream_status = 503
+    seen: list[tuple[str, int, int]] = []
     s = Streamer(
         transport,
         sink,
-        0.2,
-        before_first=lambda: seen.append((threading.current_thread().name, server.stream_requests)),
+        0.05,
+        after_first=lambda: seen.append(
+            (threading.current_thread().name, server.stream_requests, server.ruleset_gets)
+        ),
         reconnect_base=0.05,
     )
     try:
         s.start()
-        assert wait_for(lambda: sink.versions() == [1])
-        server.close_streams()
-        assert wait_for(lambda: server.streams_served == 2)
-        assert seen == [("phaseflag-stream", 0)]
+        assert wait_for(lambda: server.stream_requests >= 2 and server.ruleset_gets >= 2)
+        assert seen == [("phaseflag-stream", 1, 1)]
     finally:
         assert s.stop(2.0)
 
