@@ -329,7 +329,8 @@ class Fleet:
         with self._inner_lock:
             if self._inner is not None:
                 return
-            inner = self._make_inner(_LeaderSink(self))
+            sink = _LeaderSink(self)
+            inner = sink.inner = self._make_inner(sink)
             seed, held = self._seed_etag, self._held
             if seed is None and held is not None and held.version == self._held_version():
                 seed = held.etag
@@ -369,6 +370,7 @@ class _LeaderSink:
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
         self._pending: bytes | None = None
+        self.inner: Inner | None = None  # the Poller/Streamer this sink serves
 
     def apply_document(self, raw: bytes, source: str) -> None:
         self._fleet._sink.apply_document(raw, source)
@@ -378,10 +380,8 @@ class _LeaderSink:
         fleet = self._fleet
         fleet._inner_ok = True
         pending, self._pending = self._pending, None
-        if pending is not None:
-            with fleet._inner_lock:
-                inner = fleet._inner
-            fleet._fetched(pending, getattr(inner, "etag", None))
+        if pending is not None:  # the Poller has set the ETag of ``pending`` by now
+            fleet._fetched(pending, getattr(self.inner, "etag", None))
         fleet._sink.sync_succeeded()
 
     def sync_failed(self, error: Exception) -> None:

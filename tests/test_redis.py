@@ -384,7 +384,14 @@ def test_leader_stop_hands_the_lease_over(
     leader = next(f for f, _ in members if f.leader)
     assert leader.stop(1.0)
     rest = [f for f, _ in members if f is not leader]
+    before = len(loopback_api.calls("/sdk/ruleset"))
     wait_for(lambda: sum(f.leader for f in rest) == 1, timeout=15)
+    wait_for(lambda: len(loopback_api.calls("/sdk/ruleset")) > before, timeout=15)
+    # Only the very first request of the fleet downloads; every later one (the new leader's
+    # first included, with the ETag it read from Redis) is conditional.
+    calls = loopback_api.calls("/sdk/ruleset")
+    assert calls[0].headers.get("If-None-Match") is None
+    assert all(c.headers.get("If-None-Match") == '"v1"' for c in calls[1:])
 
 
 def test_cache_mode_follows_and_never_fetches(
