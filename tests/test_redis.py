@@ -648,3 +648,20 @@ def test_followers_report_data_no_leader_confirms(
     loopback_api.status = 500  # the leader cannot fetch: it stops confirming the data
     wait_for(lambda: any("last confirmed" in str(e) for e in follower.failures), timeout=15)
     assert follower.held() == 1
+
+
+def test_relay_needs_a_key_from_the_environment_or_a_file(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from phaseflag._cli import main
+
+    assert main(["relay", "--upstream", "http://127.0.0.1:9/api/v1"]) == 2
+    assert "PHASEFLAG_API_KEY" in capsys.readouterr().err
+    empty = tmp_path / "key"
+    empty.write_text("\n")
+    assert main(["relay", "--upstream", "http://x/api/v1", "--api-key-file", str(empty)]) == 2
+    assert "empty" in capsys.readouterr().err
+    missing = str(tmp_path / "nope")
+    assert main(["relay", "--upstream", "http://x/api/v1", "--api-key-file", missing]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["relay", "--upstream", "http://x", "--api-key", "sdk-1"]) == 2  # no such option
