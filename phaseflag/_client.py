@@ -216,6 +216,8 @@ class PhaseFlagClient:
         self._session = session
         self._default_context = default_context
         self._default_values = default_context._values if default_context else _NO_VALUES
+        # Contexts of this type are read as they are (no default context to merge in).
+        self._plain_type: type | None = EvaluationContext if default_context is None else None
         self._misses = Misses(self._warn_once, fallback)
         self._cache: Cache = cache if cache is not None else default_cache(self._settings)
         from ._fleet import FleetCache, shared_cache
@@ -243,6 +245,8 @@ class PhaseFlagClient:
         self._make_locks()
         self._transport: Transport | None = self._make_transport()
         self._events: EventProcessor | None = self._make_events()
+        # The evaluation counters the read path increments (EventProcessor.count inlined).
+        self._counts = self._events._counts if self._events is not None else None
         self._sync: Poller | Any | None = None
         self._health = self._make_health()
         self._post_deadline: float | None = None  # set by stop()/flush_events(timeout)
@@ -489,33 +493,24 @@ class PhaseFlagClient:
     # -- reads ---------------------------------------------------------------------------------
 
     def _resolve(self, flag_key: str, context: EvaluationContext | None) -> EvaluationResult:
+        """The served result (counted when the flag tracks events); may raise on bad input."""
         if self._scopes is not None:  # this client opened a request scope once
             return self._resolve_scoped(flag_key, context)
-        overrides = self._overrides
-        if overrides:
-            hit = overrides.get(flag_key)
+        ruleset = self._store.ruleset
+        flag = ruleset.table.get(flag_key)
+        if flag is None or self._overrides:  # one check for both rare cases
+            hit = self._overrides.get(flag_key)
             if hit is not None:
                 return hit
-        ruleset = self._store.ruleset
-        flag = ruleset.flags.get(flag_key)
-        if flag is None:
-            return self._missing(flag_key)
+            if flag is None:
+                return self._missing(flag_key)
         result = flag.static
         if result is None:
-            if context is None:
-                values = self._default_values
-            elif type(context) is EvaluationContext and self._default_context is None:
-                values = context._values
-            else:
-                values = self._context_values(context)
-            result = evaluate_flag(flag, values, ruleset)
+            values = self._values_for(context)
+            run = flag.run
+            result = run(values) if run is not None else evaluate_flag(flag, values, ruleset)
         if flag.track_events:
-            events = self._events
-            if events is not None:
-                try:  # EventProcessor.count(), inlined: the counter exists after the first read
-                    next(events._counts[flag_key][result.variation_key])
-                except KeyError:
-                    events.count(flag_key, result.variation_key)
+            self._count(flag_key, result)
         return result
 
     def _resolve_scoped(self, flag_key: str, context: EvaluationContext | None) -> EvaluationResult:
@@ -550,6 +545,22 @@ class PhaseFlagClient:
             if events is not None:
                 events.count(flag_key, result.variation_key)
         return result
+
+    def _count(self, flag_key: str, result: EvaluationResult) -> None:
+        counts = self._counts
+        if counts is not None:
+            try:  # EventProcessor.count(), inlined: the counter exists after the first read
+                next(counts[flag_key][result.variation_key])
+            except KeyError:
+                self._events.count(flag_key, result.variation_key)  # type: ignore[union-attr]
+
+    def _values_for(self, context: object) -> Mapping[str, Any]:
+        """What conditions read for ``context``: the default context's values merged in."""
+        if context is None:
+            return self._default_values
+        if type(context) is self._plain_type:
+            return context._values  # type: ignore[attr-defined, no-any-return]
+        return self._context_values(context)
 
     def _context_values(self, context: object) -> Mapping[str, Any]:
         if isinstance(context, EvaluationContext):
@@ -609,9 +620,29 @@ class PhaseFlagClient:
         """
         if hooks is not None:  # the one test a read pays (client hooks: see add_hook)
             return cast(bool, self._hooked(BOOLEAN, flag_key, default, context, hooks).value)
-        try:  # _read(), inlined in the two hottest getters: one call fewer per read
-            result: EvaluationResult | None = self._resolve(flag_key, context)
-        except Exception as exc:
+        # _resolve(), inlined in the two hottest getters (a call costs as much as the rest
+        # of a read); tests/test_client_reads.py proves both getters equal to _resolve().
+        try:
+            ruleset = self._store.ruleset
+            flag = ruleset.table.get(flag_key)
+            if flag is not None and not self._overrides and self._scopes is None:
+                result: EvaluationResult | None = flag.static
+                if result is None:
+                    values: Mapping[str, Any]
+                    if type(context) is self._plain_type:
+                        values = context._values  # type: ignore[union-attr]
+                    else:
+                        values = self._values_for(context)
+                    run = flag.run
+                    if run is not None:
+                        result = run(values)
+                    else:
+                        result = evaluate_flag(flag, values, ruleset)
+                if flag.track_events:
+                    self._count(flag_key, result)
+            else:
+                result = self._resolve(flag_key, context)
+        except Exception as exc:  # a read never raises: bad key type, bad context, a bug
             self._misses.read_failed(flag_key, exc)
             result = None
         if result is not None and type(result.value) is bool:
@@ -628,9 +659,29 @@ class PhaseFlagClient:
         """The flag's string value for ``context``, or ``default``."""
         if hooks is not None:
             return cast(str, self._hooked(STRING, flag_key, default, context, hooks).value)
-        try:  # _read(), inlined in the two hottest getters: one call fewer per read
-            result: EvaluationResult | None = self._resolve(flag_key, context)
-        except Exception as exc:
+        # _resolve(), inlined in the two hottest getters (a call costs as much as the rest
+        # of a read); tests/test_client_reads.py proves both getters equal to _resolve().
+        try:
+            ruleset = self._store.ruleset
+            flag = ruleset.table.get(flag_key)
+            if flag is not None and not self._overrides and self._scopes is None:
+                result: EvaluationResult | None = flag.static
+                if result is None:
+                    values: Mapping[str, Any]
+                    if type(context) is self._plain_type:
+                        values = context._values  # type: ignore[union-attr]
+                    else:
+                        values = self._values_for(context)
+                    run = flag.run
+                    if run is not None:
+                        result = run(values)
+                    else:
+                        result = evaluate_flag(flag, values, ruleset)
+                if flag.track_events:
+                    self._count(flag_key, result)
+            else:
+                result = self._resolve(flag_key, context)
+        except Exception as exc:  # a read never raises: bad key type, bad context, a bug
             self._misses.read_failed(flag_key, exc)
             result = None
         if result is not None and type(result.value) is str:

@@ -215,6 +215,7 @@ def _compile_items(
         version=int(top.get("version", 0)),
         flags=MappingProxyType(flags),
         segments=MappingProxyType(dict(segments)),
+        table=flags,
         problems=problems,
         top_source=top,
         shorthand=shorthand,

@@ -148,6 +148,9 @@ class Ruleset:
     # The document's top-level fields other than "flags" (version, segments, ...).
     top_source: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     shorthand: bool = False
+    # ``flags`` as the plain dict it wraps: the read path's lookup (a dict probe costs
+    # less than a mappingproxy one). Never mutated after compile, like ``flags``.
+    table: dict[str, Flag] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def segments_source(self) -> list[Any]:

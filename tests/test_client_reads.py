@@ -1,0 +1,106 @@
+"""The inlined read of the two hottest getters equals the shared read path.
+
+``get_boolean_value`` and ``get_string_value`` inline ``_resolve()`` for speed (a hot-path
+copy); these tests prove they return what ``_value()`` (the path every other getter
+takes) returns and count evaluations alike, for every kind of flag, context, override,
+default context and bad input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conftest import boolean_flag, rule, ruleset, string_flag
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from phaseflag import EvaluationContext, PhaseFlagClient
+from phaseflag._reads import BOOLEAN, STRING
+
+SLOTS = [{"variation": "on", "weight": 50}, {"variation": "off", "weight": 50}]
+FLAGS = [
+    boolean_flag("static"),
+    boolean_flag("off", enabled=False),
+    boolean_flag("paid", False, rules=[rule("plan", "in", ["pro"], "on")], track_events=True),
+    boolean_flag("split", default={"rollout": {"variations": SLOTS}}, track_events=True),
+    boolean_flag("needs", prerequisites=[{"flag": "paid", "variation": "on"}]),
+    string_flag("colour", "blue", rules=[rule("n", "gt", [3], "off")], track_events=True),
+    string_flag("static_s", "red"),
+    boolean_flag("bad", rules=[rule("plan", "nope", ["x"], "on")]),
+]
+KEYS = [f["key"] for f in FLAGS] + ["missing"]
+
+contexts = st.one_of(
+    st.none(),
+    st.builds(
+        EvaluationContext,
+        st.sampled_from([None, "u1", "u2"]),
+        st.sampled_from([None, "s1"]),
+        st.fixed_dictionaries({}, optional={"plan": st.sampled_from(["pro", "free"]),
+                                            "n": st.integers(0, 6)}),
+    ),
+    st.fixed_dictionaries({"user_id": st.just("u3")}, optional={"plan": st.just("pro")}),
+    st.just(42),
+    st.just(object()),
+)  # fmt: skip
+
+
+def _client(default_context: EvaluationContext | None) -> PhaseFlagClient:
+    # A base URL so an EventProcessor exists (never started: no thread, no request).
+    return PhaseFlagClient(
+        base_url="http://127.0.0.1:9",
+        api_key="k",
+        bootstrap=ruleset(*FLAGS),
+        default_context=default_context,
+    )
+
+
+def _counts(client: PhaseFlagClient) -> dict[tuple[str, Any], int]:
+    events = client._events
+    assert events is not None
+    return (
+        {
+            (row["flag_key"], row["variation_key"]): row["count"]
+            for row in events.counters.take()  # type: ignore[attr-defined]
+        }
+        if hasattr(events, "counters")
+        else {
+            (flag, variation): next(counter)
+            for flag, by_variation in events._counts.items()
+            for variation, counter in by_variation.items()
+        }
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    reads=st.lists(st.tuples(st.sampled_from(KEYS), contexts), min_size=1, max_size=12),
+    default_context=st.sampled_from([None, EvaluationContext("d", attributes={"plan": "pro"})]),
+    override=st.sampled_from([None, ("paid", True), ("colour", "green"), ("missing", "x")]),
+)
+def test_inlined_getters_equal_the_shared_read(
+    reads: list[tuple[str, Any]],
+    default_context: EvaluationContext | None,
+    override: tuple[str, Any] | None,
+) -> None:
+    """Same values and same evaluation counts as _value(), the non-inlined path."""
+    inlined, shared = _client(default_context), _client(default_context)
+    if override is not None:
+        inlined.set_override(*override)
+        shared.set_override(*override)
+    for key, context in reads:
+        assert inlined.get_boolean_value(key, False, context) == shared._value(
+            key, False, context, BOOLEAN
+        )
+        assert inlined.get_string_value(key, "dflt", context) == shared._value(
+            key, "dflt", context, STRING
+        )
+    assert _counts(inlined) == _counts(shared)
+
+
+def test_bad_key_types_never_raise() -> None:
+    """Unhashable or odd keys return the default through both paths."""
+    client = _client(None)
+    for key in ([], {}, None, 3):
+        assert client.get_boolean_value(key, True) is True  # type: ignore[arg-type]
+        assert client.get_string_value(key, "d") == "d"  # type: ignore[arg-type]
