@@ -29,7 +29,7 @@ from .._version import __version__
 from ..types import EvaluationContext
 from . import _ofrep
 from ._eventlog import EventLog
-from ._json import json_response, parse_json
+from ._json import dumps, json_response, parse_json
 from ._metrics import Metrics
 from ._watch import Snapshot
 
@@ -47,6 +47,12 @@ _SSE_HEADERS: Final = [
     (b"connection", b"close"),
 ]
 
+_RULESET: Final = f"{_API}/sdk/ruleset"
+_RULESET_405: Final = b'{"error":"method_not_allowed","message":"use GET, HEAD"}'
+_RULESET_HEADERS: Final = ((b"cache-control", b"no-cache"), (b"vary", b"Accept-Encoding"))
+_JSON: Final = (b"content-type", b"application/json")
+_GZIP: Final = (b"content-encoding", b"gzip")
+_WWW_AUTHENTICATE: Final = (b"www-authenticate", b'Bearer realm="phaseflag"')
 _ALL_METHODS: Final = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -135,7 +141,6 @@ class App:
         methods: dict[str, dict[str, Handler]] = {
             "/healthz": {"GET": self._health},
             "/metrics": {"GET": self._metrics_page},
-            f"{_API}/sdk/ruleset": {"GET": self._ruleset},
             f"{_API}/sdk/events": {"POST": self._post_events},
             f"{_API}/sdk/evaluate": {"POST": self._evaluate},
             _OFREP_FLAGS: {"POST": self._ofrep_bulk},
@@ -150,7 +155,10 @@ class App:
             from ._dashboard import dashboard_routes
 
             routes.extend(dashboard_routes(self))
-        self.asgi = Starlette(routes=routes, exception_handlers={404: self._not_found})
+        self._starlette = Starlette(routes=routes, exception_handlers={404: self._not_found})
+        self._count_ruleset = {
+            status: metrics.counter_for(_RULESET, status) for status in (200, 304, 401, 405)
+        }
         metrics.read_state_from(self._state)
 
     @property
@@ -221,15 +229,22 @@ class App:
         """None when a configured key was presented (or none are configured), else why not."""
         if not self._keys:
             return None
-        presented = []
         authorization = headers.get("authorization")
-        if authorization is not None:
-            scheme, _, token = authorization.strip().partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                presented.append(token.strip().encode("latin-1", "replace"))
         api_key = headers.get("x-api-key")
+        return self._key_problem(
+            None if authorization is None else authorization.encode("latin-1", "replace"),
+            None if api_key is None else api_key.encode("latin-1", "replace"),
+        )
+
+    def _key_problem(self, authorization: bytes | None, api_key: bytes | None) -> str | None:
+        """check_key over raw header bytes: every configured key compared, no early exit."""
+        presented = []
+        if authorization is not None:
+            scheme, _, token = authorization.strip().partition(b" ")
+            if scheme.lower() == b"bearer" and token.strip():
+                presented.append(token.strip())
         if api_key:
-            presented.append(api_key.encode("latin-1", "replace"))
+            presented.append(api_key)
         if not presented:
             return "missing API key: send 'Authorization: Bearer <key>'"
         matched = False
@@ -311,17 +326,87 @@ class App:
             return self.unauthorized(problem)
         return Response(self._metrics.render(), 200, media_type=self._metrics.content_type)
 
-    async def _ruleset(self, request: Request) -> Response:
-        snapshot = self._source.snapshot
-        headers = request.headers
-        common = {"ETag": snapshot.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
-        if_none_match = headers.get("if-none-match")
-        if if_none_match is not None and _ofrep.etag_matches(if_none_match, snapshot.etag):
-            return Response(None, 304, common)
-        if _accepts_gzip(headers.get("accept-encoding", "")):
-            common["Content-Encoding"] = "gzip"
-            return Response(snapshot.gzipped, 200, common, "application/json")
-        return Response(snapshot.body, 200, common, "application/json")
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry: ``GET /sdk/ruleset`` (the route every polling SDK hits) is
+        answered here without Starlette's routing and request objects; the rest goes to
+        Starlette."""
+        if scope["type"] == "http" and scope["path"] == _RULESET:
+            await self._ruleset(scope, send)
+        else:
+            await self._starlette(scope, receive, send)
+
+    def ruleset_answer(
+        self, method: str, headers: list[tuple[bytes, bytes]], trust: Callable[[], None]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """``GET|HEAD /sdk/ruleset`` -> (status, headers, body): 200 (gzip when accepted),
+        304 on a held ETag, 401, 405. Counted here; ``trust`` runs for an authorized request.
+
+        The one decision for this route, used by the ASGI path and by the protocol's
+        direct answer (``_protocol``), which skips the ASGI machinery for it.
+        """
+        authorization = api_key = if_none_match = accept_encoding = None
+        for name, value in headers:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"if-none-match":
+                if_none_match = value
+            elif name == b"accept-encoding":
+                accept_encoding = value
+            elif name == b"x-api-key":
+                api_key = value
+        body = b""
+        if method not in ("GET", "HEAD"):
+            status, body = 405, _RULESET_405
+            out = [(b"allow", b"GET, HEAD"), _JSON]
+        elif self._keys and (problem := self._key_problem(authorization, api_key)):
+            status = 401
+            body = dumps({"error": "unauthorized", "message": problem})
+            out = [_WWW_AUTHENTICATE, (b"connection", b"close"), _JSON]
+        else:
+            trust()
+            snapshot = self._source.snapshot
+            etag = snapshot.etag_header
+            if if_none_match is not None and _ofrep.etag_matches(
+                if_none_match.decode("latin-1"), snapshot.etag
+            ):
+                status, out = 304, [etag, *_RULESET_HEADERS]
+            elif accept_encoding is not None and _accepts_gzip(accept_encoding.decode("latin-1")):
+                status, body = 200, snapshot.gzipped
+                out = [etag, *_RULESET_HEADERS, _GZIP, _JSON]
+            else:
+                status, body = 200, snapshot.body
+                out = [etag, *_RULESET_HEADERS, _JSON]
+        if status != 304:
+            out.append((b"content-length", b"%d" % len(body)))
+        self._count_ruleset[status]()
+        return status, out, body
+
+    def direct_routes(self) -> dict[bytes, Any]:
+        """Routes the protocol answers without an ASGI task (``_protocol.Guard.direct``)."""
+
+        def ruleset(
+            method: str,
+            headers: list[tuple[bytes, bytes]],
+            trust: Callable[[], None],
+            version: str,
+        ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+            answer = self.ruleset_answer(method, headers, trust)
+            if _log.isEnabledFor(logging.DEBUG):
+                line = f"{method} {_RULESET} HTTP/{version}"
+                _log.debug("phaseflag serve: %r %d %s", line, answer[0], len(answer[2]))
+            return answer
+
+        return {_RULESET.encode("ascii"): ruleset}
+
+    async def _ruleset(self, scope: Scope, send: Send) -> None:
+        method = scope["method"]
+        status, headers, body = self.ruleset_answer(
+            method, scope["headers"], lambda: trusted(scope)
+        )
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        if _log.isEnabledFor(logging.DEBUG):
+            access(scope, status, len(body))
 
     async def _post_events(self, request: Request) -> Response:
         body = await request.body()

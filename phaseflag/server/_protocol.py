@@ -16,7 +16,7 @@ from http import HTTPStatus
 from typing import Any, ClassVar, Final
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from ._limits import Limits
 
@@ -42,13 +42,33 @@ def error_bytes(status: int, message: str) -> bytes:
     ).encode("ascii") + body
 
 
-class Guard:
-    """State shared by every connection of one server: the limits and per-address counts."""
+#: (method, headers, trust, http_version) -> (status, headers, body): a route answered
+#: straight from the protocol (see ``Guard.direct``).
+Direct = Callable[
+    [str, list[tuple[bytes, bytes]], Callable[[], None], str],
+    tuple[int, list[tuple[bytes, bytes]], bytes],
+]
 
-    def __init__(self, limits: Limits, on_refused: Callable[[str], None] | None = None) -> None:
+
+class Guard:
+    """State shared by every connection of one server: the limits and per-address counts.
+
+    ``direct`` maps a request path (exact, without a query) to a function answering it
+    without an ASGI task: the route every polling SDK hits once per interval. Parsing,
+    framing, limits and keep-alive stay uvicorn's; only the answer is written here, in one
+    write. Pipelined requests and anything unusual take the ASGI path.
+    """
+
+    def __init__(
+        self,
+        limits: Limits,
+        on_refused: Callable[[str], None] | None = None,
+        direct: dict[bytes, Direct] | None = None,
+    ) -> None:
         self.limits = limits
         self.per_client: dict[str, int] = {}
         self.on_refused = on_refused or (lambda reason: None)
+        self.direct = direct or {}
 
 
 class _GuardedProtocol(HttpToolsProtocol):
@@ -60,9 +80,10 @@ class _GuardedProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._in_head = True
         self._head_bytes = 0
-        self._header_count = 0
         self._body_bytes = 0
+        self._line_seen = False
         self._refusal: tuple[int, str] | None = None
+        self._answer: tuple[bytes, bool] | None = None
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -110,8 +131,9 @@ class _GuardedProtocol(HttpToolsProtocol):
             before = self._head_bytes
             end = data.find(b"\r\n\r\n")
             self._head_bytes += len(data) if end < 0 else end
-            if before <= limits.max_request_line and self._header_count == 0:
+            if not self._line_seen:
                 line_end = data.find(b"\n")
+                self._line_seen = line_end >= 0
                 if (line_end < 0 and self._head_bytes > limits.max_request_line) or (
                     before + line_end > limits.max_request_line
                 ):
@@ -131,26 +153,24 @@ class _GuardedProtocol(HttpToolsProtocol):
             message = str(exc) or "malformed request"
             status = next((s for text, s in _PARSER_STATUS if text in message), 400)
             self._close(status, f"malformed request: {message}")
+            return
+        if self._in_head and self._head_bytes and self._deadline is None:
+            self._arm()  # a head arrived in part: the rest has until the deadline
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
-        self._header_count = 0
-        if self._deadline is None:
-            self._arm()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.guard.limits.max_headers:
-            self._refusal = (431, f"more than {self.guard.limits.max_headers} request headers")
-            raise ValueError("too many headers")  # stops the parser
-        super().on_header(name, value)
+        self._line_seen = True  # llhttp has the request line (data_received checked its size)
 
     def on_headers_complete(self) -> None:
         self._disarm()
         self._in_head = False
+        self._line_seen = False
         self._head_bytes = 0
         self._body_bytes = 0
+        if len(self.headers) > self.guard.limits.max_headers:  # the head is capped in bytes too
+            self._refusal = (431, f"more than {self.guard.limits.max_headers} request headers")
+            raise ValueError("too many headers")
         limit = self.guard.limits.max_body_bytes
         length = _content_length(self.headers)
         if length is not None and length > limit:
@@ -158,12 +178,35 @@ class _GuardedProtocol(HttpToolsProtocol):
             if length > _MAX_DRAIN or any(n == b"expect" for n, _ in self.headers):
                 raise ValueError("body too large")  # answered and cut at once
             return  # the body is read and dropped, then answered (the client can read it)
+        direct = self.guard.direct.get(self.url)
+        if (
+            direct is not None
+            and not self.pipeline
+            and (self.cycle is None or self.cycle.response_complete)
+        ):
+            self._answer_directly(direct)
+            return
         if self._address is not None:
             self.scope["extensions"] = {"phaseflag.trust": {"trust": self.trust}}
         super().on_headers_complete()
 
+    def _answer_directly(self, direct: Direct) -> None:
+        method = self.parser.get_method().decode("ascii")
+        version = self.parser.get_http_version()
+        status, headers, body = direct(method, self.headers, self.trust, version)
+        keep = version == "1.1" and self.parser.should_keep_alive() and status != 401
+        parts = [STATUS_LINE[status]]
+        for name, value in (*self.server_state.default_headers, *headers):
+            parts += (name, b": ", value, b"\r\n")
+        if not keep and status != 401:  # a 401 carries its own "connection: close"
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        if method != "HEAD":
+            parts.append(body)
+        self._answer = (b"".join(parts), keep)
+
     def on_body(self, body: bytes) -> None:
-        if self._refusal is not None:
+        if self._refusal is not None or self._answer is not None:
             return
         self._body_bytes += len(body)
         if self._body_bytes > self.guard.limits.max_body_bytes:
@@ -177,7 +220,16 @@ class _GuardedProtocol(HttpToolsProtocol):
             self._close(*self._refusal)
             raise ValueError("refused")  # nothing after this request is read
         self._in_head = True
-        super().on_message_complete()
+        answer, self._answer = self._answer, None
+        if answer is None:
+            super().on_message_complete()
+            return
+        data, keep = answer
+        self.transport.write(data)
+        if keep:
+            self.on_response_complete()
+        else:
+            self.transport.close()
 
     # -- timers and refusals -------------------------------------------------------------------
 

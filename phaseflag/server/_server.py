@@ -214,7 +214,7 @@ class PhaseFlagServer:
             forward = getattr(source, "forward", None)
             if forward is not None:
                 app.forward_to(forward, source.forward_stats)  # type: ignore[attr-defined]
-            guard = Guard(self._limits, metrics.count_refused)
+            guard = Guard(self._limits, metrics.count_refused, app.direct_routes())
             config = uvicorn.Config(
                 app.asgi,
                 http=guarded_protocol(guard),
@@ -226,6 +226,8 @@ class PhaseFlagServer:
                 timeout_graceful_shutdown=1,
                 backlog=4096,
                 ws="none",
+                interface="asgi3",
+                proxy_headers=False,
             )
             server = uvicorn.Server(config)
             ready = threading.Event()

@@ -47,6 +47,8 @@ class Snapshot:
     etag: str
     sse_frame: bytes
     loaded_at: float
+    #: ``(b"etag", etag)``, the ETag as an ASGI response header.
+    etag_header: tuple[bytes, bytes] = (b"etag", b"")
 
     @property
     def version(self) -> int:
@@ -70,6 +72,7 @@ def build_snapshot(ruleset: Ruleset) -> Snapshot:
         etag=etag,
         sse_frame=frame,
         loaded_at=time.time(),
+        etag_header=(b"etag", etag.encode("ascii")),
     )
 
 
