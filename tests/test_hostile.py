@@ -642,7 +642,8 @@ def _operands(operator: str) -> list[Any]:
 
 @pytest.mark.parametrize("name", list(EVERY_TYPE))
 def test_attribute_values_of_every_type_and_size(name: str) -> None:
-    """Each operator against each odd value: no exception, and a read stays under 5 ms."""
+    """Each operator against each odd value: no exception, and a read stays bounded (0.25 s:
+    a loaded 2-core machine keeps it; a pathological evaluation would take seconds)."""
     value = EVERY_TYPE[name]
     flags = [
         boolean_flag(f"{op}-{attr}", False, rules=[rule(attr, op, _operands(op), "on")])
@@ -669,7 +670,7 @@ def test_attribute_values_of_every_type_and_size(name: str) -> None:
     for key in compiled.flags:
         start = time.perf_counter()
         result = evaluate(compiled, key, ctx)
-        assert time.perf_counter() - start < 0.005, key
+        assert time.perf_counter() - start < 0.25, key
         assert result.error_code is None, (key, result)
 
 
