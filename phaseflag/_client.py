@@ -567,12 +567,7 @@ class PhaseFlagClient:
             merged = self._default_context.merge(context) if self._default_context else context
             return merged._values
         if isinstance(context, Mapping):  # convenience: a plain dict of the same fields
-            built = EvaluationContext(
-                user_id=context.get("user_id"),
-                session_id=context.get("session_id"),
-                attributes={k: v for k, v in context.items() if k not in ("user_id", "session_id")},
-            )
-            return self._context_values(built)
+            return self._context_values(EvaluationContext.from_dict(context))
         raise InvalidContextError(
             "context", f"expected an EvaluationContext, got {type(context).__name__}"
         )

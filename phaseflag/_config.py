@@ -349,9 +349,7 @@ def context_from_env() -> EvaluationContext | None:
             'use {"user_id": ..., "session_id": ..., "attributes": {...}}',
         )
     try:
-        return EvaluationContext(
-            data.get("user_id"), data.get("session_id"), data.get("attributes")
-        )
+        return EvaluationContext.from_dict(data)
     except InvalidContextError as exc:
         raise ConfigError("PHASEFLAG_DEFAULT_CONTEXT", str(exc)) from None
 

@@ -306,18 +306,9 @@ def to_phaseflag_context(context: OpenFeatureContext | None) -> EvaluationContex
     """
     if context is None or (not context.targeting_key and not context.attributes):
         return None
-    attributes = dict(context.attributes)
-    user_id = context.targeting_key or _pop_id(attributes, "user_id")
-    session_id = _pop_id(attributes, "session_id")
-    return EvaluationContext(user_id=user_id, session_id=session_id, attributes=attributes)
-
-
-def _pop_id(attributes: dict[str, Any], name: str) -> str | None:
-    value = attributes.get(name)
-    if isinstance(value, str) and value:
-        del attributes[name]
-        return value
-    return None
+    return EvaluationContext.from_dict(
+        {**context.attributes, "targetingKey": context.targeting_key}
+    )
 
 
 def _metadata(raw: object) -> FlagMetadata:

@@ -34,8 +34,9 @@ JSONValue = Union[bool, int, float, str, list[Any], dict[str, Any], None]  # noq
 #: A value an EvaluationContext attribute may hold.
 AttributeValue = Union[str, int, float, bool, datetime]  # noqa: UP007  (a runtime alias)
 
-_ALLOWED_TYPES: Final = frozenset({str, int, float, bool})
-_EMPTY: Final[Mapping[str, AttributeValue]] = MappingProxyType({})
+_PLAIN_TYPES: Final = frozenset({str, int, float, bool})
+_NO_ATTRIBUTES: Final[dict[str, Any]] = {}  # shared by contexts without attributes; never mutated
+_ID_KEYS: Final = frozenset({"user_id", "session_id", "targetingKey"})
 
 
 class Reason:
@@ -81,6 +82,17 @@ def _normalise(key: str, value: object) -> AttributeValue:
     )
 
 
+def _checked(attrs: dict[str, Any]) -> dict[str, AttributeValue]:
+    """Attributes past the fast check: names must be str, None is dropped, values normalised."""
+    out: dict[str, AttributeValue] = {}
+    for key, value in attrs.items():
+        if type(key) is not str:
+            raise InvalidContextError(repr(key), "attribute names must be str")
+        if value is not None:
+            out[key] = value if type(value) in _PLAIN_TYPES else _normalise(key, value)
+    return out
+
+
 def _id_text(name: str, value: object) -> str:
     """A user or session id as a plain str: str subclasses keep their text, ints become decimal."""
     if isinstance(value, str):
@@ -109,8 +121,8 @@ class EvaluationContext:
 
     _user_id: str | None
     _session_id: str | None
-    _attributes: Mapping[str, AttributeValue]
-    _values: dict[str, AttributeValue]
+    _attributes: dict[str, AttributeValue]  # never mutated after __init__
+    _values: dict[str, AttributeValue]  # attributes plus the ids: what conditions read
 
     def __init__(
         self,
@@ -123,18 +135,16 @@ class EvaluationContext:
         if session_id is not None and type(session_id) is not str:
             session_id = _id_text("session_id", session_id)
         if attributes:
-            values = dict(attributes)
-            for key, value in values.items():
-                if type(key) is not str:
-                    raise InvalidContextError(repr(key), "attribute names must be str")
-                if type(value) not in _ALLOWED_TYPES and value is not None:
-                    values[key] = _normalise(key, value)
-            if None in values.values():
-                values = {k: v for k, v in values.items() if v is not None}
-            self._attributes = MappingProxyType(values.copy())
+            attrs = dict(attributes)
+            for key, value in attrs.items():  # the common case: str keys, plain values
+                if type(value) not in _PLAIN_TYPES or type(key) is not str:
+                    attrs = _checked(attrs)
+                    break
+            self._attributes = attrs
+            values = attrs.copy() if user_id is not None or session_id is not None else attrs
         else:
+            self._attributes = _NO_ATTRIBUTES
             values = {}
-            self._attributes = _EMPTY
         if user_id is not None:
             values["user_id"] = user_id
         if session_id is not None:
@@ -142,6 +152,25 @@ class EvaluationContext:
         self._user_id = user_id
         self._session_id = session_id
         self._values = values
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationContext:
+        """A context from a dict: the one converter every dict-shaped context goes through.
+
+        Accepts the flat shape (``{"user_id": ..., "plan": "pro"}``), the wire shape
+        (``{"user_id", "session_id", "attributes": {...}}``) and OpenFeature's
+        ``targetingKey`` (it wins over ``user_id``; an empty one counts as absent). Every
+        other key is an attribute; ``None`` values are dropped. Raises InvalidContextError.
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidContextError("context", f"expected a dict, got {type(data).__name__}")
+        attributes = {k: v for k, v in data.items() if k not in _ID_KEYS}
+        nested = attributes.get("attributes")
+        if isinstance(nested, Mapping):  # the wire shape (a dict is never an attribute value)
+            del attributes["attributes"]
+            attributes.update(nested)
+        user_id = data.get("targetingKey") or data.get("user_id")
+        return cls(user_id, data.get("session_id"), attributes)
 
     @property
     def user_id(self) -> str | None:
@@ -156,7 +185,7 @@ class EvaluationContext:
     @property
     def attributes(self) -> Mapping[str, AttributeValue]:
         """The targeting attributes (read-only; datetimes in UTC)."""
-        return self._attributes
+        return MappingProxyType(self._attributes)
 
     def __repr__(self) -> str:
         return (

@@ -8,6 +8,8 @@ from enum import Enum, IntEnum
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phaseflag._errors import InvalidContextError, PhaseFlagError
 from phaseflag.types import EvaluationContext
@@ -182,3 +184,79 @@ class TestImmutability:
             "session_id": None,
             "attributes": {"when": "2024-05-01T12:30:00+00:00"},
         }
+
+
+class TestFromDict:
+    """EvaluationContext.from_dict: the one converter for dict-shaped contexts."""
+
+    def test_flat_shape(self) -> None:
+        """Ids by name, every other key an attribute, None dropped."""
+        ctx = EvaluationContext.from_dict({"user_id": "u", "plan": "pro", "gone": None})
+        assert ctx == EvaluationContext("u", attributes={"plan": "pro"})
+
+    def test_wire_shape(self) -> None:
+        """``{"user_id", "session_id", "attributes": {...}}`` as the wire protocol sends it."""
+        data = {"user_id": "u", "session_id": "s", "attributes": {"plan": "pro", "n": 3}}
+        ctx = EvaluationContext.from_dict(data)
+        assert ctx == EvaluationContext("u", "s", {"plan": "pro", "n": 3})
+        assert dict(ctx.attributes) == {"plan": "pro", "n": 3}
+
+    def test_targeting_key_wins_and_empty_counts_as_absent(self) -> None:
+        """OpenFeature's targetingKey is the user id; an empty one leaves user_id in charge."""
+        assert EvaluationContext.from_dict({"targetingKey": "t", "user_id": "u"}).user_id == "t"
+        assert EvaluationContext.from_dict({"targetingKey": "", "user_id": "u"}).user_id == "u"
+        assert EvaluationContext.from_dict({"targetingKey": ""}).user_id is None
+
+    @pytest.mark.parametrize("data", [{"plan": object()}, {3: "x"}, {"user_id": []}])
+    def test_bad_values_raise(self, data: dict[Any, Any]) -> None:
+        """The constructor's checks apply: an unsupported value names its key."""
+        with pytest.raises(InvalidContextError):
+            EvaluationContext.from_dict(data)
+
+    def test_not_a_mapping_raises(self) -> None:
+        """A list is not a context."""
+        with pytest.raises(InvalidContextError, match="expected a dict"):
+            EvaluationContext.from_dict([("user_id", "u")])  # type: ignore[arg-type]
+
+
+class TestValuesView:
+    """``_values`` (what conditions and the read path read directly) equals the public view."""
+
+    @given(
+        user_id=st.one_of(st.none(), st.text(max_size=5), st.integers(-5, 5)),
+        session_id=st.one_of(st.none(), st.text(max_size=5)),
+        attributes=st.dictionaries(
+            st.sampled_from(["plan", "n", "user_id", "session_id", "x"]),
+            st.one_of(st.none(), st.text(max_size=3), st.integers(), st.floats(), st.booleans()),
+            max_size=5,
+        ),
+    )
+    @settings(max_examples=80, deadline=None)
+    def test_values_are_attributes_plus_ids(
+        self, user_id: Any, session_id: str | None, attributes: dict[str, Any]
+    ) -> None:
+        """Attributes without their Nones, then the ids (which win over same-named attributes)."""
+        ctx = EvaluationContext(user_id, session_id, attributes)
+        expected = {k: v for k, v in attributes.items() if v is not None}
+        assert dict(ctx.attributes) == expected
+        if ctx.user_id is not None:
+            expected["user_id"] = ctx.user_id
+        if ctx.session_id is not None:
+            expected["session_id"] = ctx.session_id
+        assert ctx._values == expected
+        assert all(ctx.get(k) == v for k, v in expected.items())
+        assert EvaluationContext.from_dict(ctx.to_dict()) == ctx
+
+    def test_ids_never_leak_into_attributes(self) -> None:
+        """A context without attributes keeps an empty attributes view (ids live apart)."""
+        ctx = EvaluationContext("u", "s")
+        assert dict(ctx.attributes) == {}
+        assert dict(EvaluationContext().attributes) == {}
+        assert ctx._values == {"user_id": "u", "session_id": "s"}
+
+    def test_later_changes_to_the_input_do_not_reach_the_context(self) -> None:
+        """The attributes mapping is copied at construction."""
+        attrs: dict[str, Any] = {"plan": "pro"}
+        ctx = EvaluationContext("u", attributes=attrs)
+        attrs["plan"] = "free"
+        assert ctx.get("plan") == "pro" and ctx.attributes["plan"] == "pro"

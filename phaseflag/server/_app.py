@@ -588,6 +588,10 @@ def sdk_context(raw: Any) -> EvaluationContext:
     attributes = raw.get("attributes")
     if attributes is not None and not isinstance(attributes, dict):
         raise ValueError("'context.attributes' must be an object")
-    return EvaluationContext(
-        user_id=raw.get("user_id"), session_id=raw.get("session_id"), attributes=attributes
+    return EvaluationContext.from_dict(
+        {
+            "user_id": raw.get("user_id"),
+            "session_id": raw.get("session_id"),
+            "attributes": attributes,
+        }
     )

@@ -107,12 +107,11 @@ def _context(body: bytes) -> EvaluationContext:
         raw = {}
     if not isinstance(raw, dict):
         raise _BadRequest("INVALID_CONTEXT", "'context' must be a JSON object")
-    attributes = dict(raw)
-    targeting_key = attributes.pop("targetingKey", None)
+    targeting_key = raw.get("targetingKey")
     if targeting_key is not None and not isinstance(targeting_key, str):
         raise _BadRequest("INVALID_CONTEXT", "'targetingKey' must be a string")
     try:
-        return EvaluationContext(user_id=targeting_key or None, attributes=attributes)
+        return EvaluationContext.from_dict(raw)
     except InvalidContextError as exc:
         raise _BadRequest("INVALID_CONTEXT", str(exc)) from None
 
