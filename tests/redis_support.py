@@ -226,7 +226,7 @@ def say(**fields):
         sys.stdout.flush()
 
 cache = RedisCache(opts["redis"], lease_time=opts["lease"], connect_timeout=0.5,
-                   read_timeout=0.25)
+                   read_timeout=0.5)
 client = PhaseFlagClient(base_url=opts["base_url"], api_key=opts["api_key"],
                          polling_interval=opts["interval"], cache=cache,
                          fetch_mode=opts.get("fetch_mode"), event_flush_interval=0.2)
