@@ -444,12 +444,14 @@ class PhaseFlagClient:
             sync, events, transport = self._sync, self._events, self._transport
         # Within _STOP_TIMEOUT whatever is in flight: nothing is applied or announced from
         # here on, the sync thread's request is aborted, the last events get what is left.
-        until = time.monotonic() + _STOP_TIMEOUT
+        until = time.monotonic() + 0.8 * _STOP_TIMEOUT  # the rest: joins and closing
         self._store.close()
         if self._health is not None:
             self._health.stop(_STOP_TIMEOUT)
         if sync is not None:
             sync.stop(_STOP_TIMEOUT)
+        if transport is not None:
+            transport.abort()  # evaluate() calls and a background event post in flight
         if events is not None:
             self._post_deadline = until
             try:

@@ -178,12 +178,12 @@ class Transport:
         body = _json_bytes(payload)
         what = "POST /sdk/events"
         url = self._url("/sdk/events")
-        with self._exchange("POST", url, what, _JSON_HEADERS, body=body, timeout=timeout) as (
-            resp,
-            _,
-        ):
+        exchange = self._exchange("POST", url, what, _JSON_HEADERS, body=body, timeout=timeout)
+        with exchange as (resp, deadline):
             self._check_status(resp, what, ok=_OK_EVENTS)
             drain(resp)
+            if deadline.over:
+                raise late(what, deadline)
 
     def evaluate(self, flag_key: str, context: Mapping[str, Any]) -> dict[str, Any]:
         """POST ``/sdk/evaluate`` and return the server's result object.
@@ -381,6 +381,11 @@ class Transport:
                     # A connect timeout is the deadline too: it was given what was left.
                     raise late(what, deadline) from exc
                 raise TransportError(f"{what}: {type(exc).__name__}: {self._scrub(exc)}") from exc
+            if deadline.over:
+                # Cut short mid-headers: http.client takes the EOF for their end, so what
+                # looks like an answer is a fragment.
+                resp.close()
+                raise late(what, deadline)
             location = resp.headers.get("Location")
             if resp.status_code not in _REDIRECTS or not location:
                 return resp

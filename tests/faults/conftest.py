@@ -73,17 +73,23 @@ class Received:
 class FaultServer:
     """HTTP/1.1 on raw sockets, so that every byte (and every missing byte) is under test control.
 
-    Endpoints (under ``/api/v1``): ``GET /sdk/ruleset``, ``POST /sdk/events`` and
-    ``GET /sdk/stream``, each with a mode set by ``set(ruleset=..., events=..., stream=...)``.
+    Endpoints (under ``/api/v1``): ``GET /sdk/ruleset``, ``POST /sdk/events``,
+    ``POST /sdk/evaluate`` and ``GET /sdk/stream``, each with a mode set by
+    ``set(ruleset=..., events=..., evaluate=..., stream=...)``.
     Ruleset modes: ``ok`` (200 + ETag, 304 on a match), ``hang`` (never answers), ``stall``
     (headers and 100 body bytes, then silence), ``trickle`` (one byte per ``trickle_every``
     seconds), ``reset`` (half the body, then a TCP RST), ``close`` (closes without a byte),
     ``truncated_gzip``, ``html``, ``bad_schema``, ``nan_weight``, ``deep`` (100k ``[``),
     ``huge_declared`` (Content-Length 500 MB), ``huge_unframed`` (no length, close-delimited),
     ``huge_chunked``,
-    ``gzip_bomb``, ``retry_after`` (503, Retry-After: 3600), ``flap`` (503 and 200 in turn)
-    and ``503``. Events modes: ``ok`` (202, payload kept), ``503``, ``retry_after`` and
-    ``hang``. Stream modes: ``ok`` (the ruleset, then pushes and pings), ``garbage`` (noise,
+    ``gzip_bomb``, ``retry_after`` (503, Retry-After: 3600), ``flap`` (503 and 200 in turn),
+    ``trickle_head`` (the status line, then one header byte per ``trickle_every`` seconds),
+    ``redirect_other`` (302 to ``redirect_to``), ``redirect_same`` (302 to ``ruleset-moved``
+    on this server) and ``503``. Events modes: ``ok`` (202, payload kept), ``503``,
+    ``retry_after``, ``hang`` and ``trickle_head``. Evaluate modes: ``ok``, ``trickle_head``
+    and ``trickle`` (a long body, byte by byte). Stream modes: ``heartbeat`` (``:``
+    comments only), ``bad_utf8`` (one ruleset with a byte that is not UTF-8), ``ok`` (the
+    ruleset, then pushes and pings), ``garbage`` (noise,
     broken and half events, then close) and ``503``.
 
     ``hits[(endpoint, mode)]`` counts requests, ``sent[mode]`` body bytes the kernel accepted
@@ -94,7 +100,9 @@ class FaultServer:
 
     def __init__(self, doc: dict[str, Any]) -> None:
         self.document = doc
-        self.modes = {"ruleset": "ok", "events": "ok", "stream": "ok"}
+        self.modes = {"ruleset": "ok", "events": "ok", "stream": "ok", "evaluate": "ok"}
+        #: Where ``redirect_other`` sends the ruleset request (another origin's API root).
+        self.redirect_to = ""
         self.keep_alive = True
         self.trickle_every = 0.05
         self.lock = threading.Lock()
@@ -296,7 +304,38 @@ class FaultServer:
             return self._stream(conn, mode, generation)
         if endpoint == "ruleset" and request.method == "GET":
             return self._ruleset(conn, request, mode, doc, generation)
+        if endpoint == "ruleset-moved" and request.method == "GET":  # redirect_same's target
+            return self._ruleset(conn, request, "ok", doc, generation)
+        if endpoint == "evaluate" and request.method == "POST":
+            return self._evaluate(conn, mode, generation)
         return self._reply(conn, 404, {}, b"{}")
+
+    def _evaluate(self, conn: socket.socket, mode: str, gen: int) -> bool:
+        answer = b'{"flag_key": "flag", "value": "remote", "reason": "TARGETING_MATCH"}'
+        if mode == "ok":
+            return self._reply(conn, 200, {"Content-Type": "application/json"}, answer)
+        if mode == "trickle_head":
+            self._trickle_head(conn, mode, gen)
+            return False
+        if mode == "trickle":
+            self._head(conn, 200, {"Content-Length": str(len(answer) * 1000)})
+            self._trickle(conn, mode, answer * 1000, gen)
+            return False
+        raise AssertionError(f"unknown evaluate mode {mode!r}")
+
+    def _trickle_head(self, conn: socket.socket, mode: str, gen: int) -> None:
+        """A status line, then one header byte per ``trickle_every`` seconds, never done."""
+        if not self._send(conn, mode, b"HTTP/1.1 200 OK\r\nX-Pad: "):
+            return
+        while self._hold(gen, self.trickle_every) and self._send(conn, mode, b"a"):
+            pass
+
+    def _trickle(self, conn: socket.socket, mode: str, body: bytes, gen: int) -> None:
+        for i in range(len(body)):
+            if not self._send(conn, mode, body[i : i + 1]) or not self._hold(
+                gen, self.trickle_every
+            ):
+                return
 
     def _ruleset(
         self, conn: socket.socket, request: Received, mode: str, doc: dict[str, Any], gen: int
@@ -339,6 +378,13 @@ class FaultServer:
             return False
         if mode == "close":
             return False
+        if mode == "trickle_head":
+            self._trickle_head(conn, mode, gen)
+            return False
+        if mode == "redirect_other":
+            return self._reply(conn, 302, {"Location": self.redirect_to + "/sdk/ruleset"}, b"")
+        if mode == "redirect_same":
+            return self._reply(conn, 302, {"Location": "/api/v1/sdk/ruleset-moved"}, b"")
         return self._broken_body(conn, mode, body, gen)
 
     def _broken_body(self, conn: socket.socket, mode: str, body: bytes, gen: int) -> bool:
@@ -348,11 +394,7 @@ class FaultServer:
             self._hold(gen)
         elif mode == "trickle":
             self._head(conn, 200, {"Content-Length": str(len(body))})
-            for i in range(len(body)):
-                if not self._send(conn, mode, body[i : i + 1]) or not self._hold(
-                    gen, self.trickle_every
-                ):
-                    break
+            self._trickle(conn, mode, body, gen)
         elif mode == "reset":
             self._head(conn, 200, {"Content-Length": str(len(body))})
             self._send(conn, mode, body[: len(body) // 2])
@@ -384,14 +426,28 @@ class FaultServer:
         if mode == "hang":
             self._hold(gen)
             return False
+        if mode == "trickle_head":
+            self._trickle_head(conn, mode, gen)
+            return False
         if mode == "retry_after":
             return self._reply(conn, 503, {"Retry-After": "3600"}, b"{}")
         return self._reply(conn, 503, {}, b"{}")
 
     def _stream(self, conn: socket.socket, mode: str, gen: int) -> bool:
-        if mode != "ok" and mode != "garbage":
+        if mode not in ("ok", "garbage", "heartbeat", "bad_utf8"):
             return self._reply(conn, 503, {}, b"{}")
         self._head(conn, 200, {"Content-Type": "text/event-stream", "Connection": "close"})
+        if mode == "heartbeat":  # comments only, every 20 ms: a live socket, never data
+            while self._hold(gen, 0.02) and self._send(conn, mode, b": heartbeat\n\n"):
+                pass
+            return False
+        if mode == "bad_utf8":  # one ruleset whose bytes are not UTF-8, then silence
+            with self.lock:
+                doc = self.document
+            data = json.dumps(doc).encode().replace(b'"value-0"', b'"value-\xff0"')
+            self._send(conn, mode, b"event: ruleset\ndata: " + data + b"\n\n")
+            self._hold(gen)
+            return False
         if mode == "garbage":
             for piece in _GARBAGE:
                 if not self._send(conn, mode, piece):
