@@ -303,3 +303,65 @@ class TestStructuredOptionsFromEnvironment:
         monkeypatch.setenv(name, value)
         with pytest.raises(ConfigError, match=name):
             PhaseFlagClient(base_url="", api_key="")
+
+
+# -- one validator for the transport options (issue 10 items 10 and 15, issue 14) ------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://user:hunter2@api.test/api/v1", "http://:hunter2@api.test/api/v1", "http://u@h/x"],
+)
+def test_credentials_in_base_url_refused_without_showing_them(url: str) -> None:
+    """user:password@ in base_url is a ConfigError naming base_url; the password never shows."""
+    with pytest.raises(ConfigError) as info:
+        PhaseFlagClient(base_url=url, api_key="sdk-0123456789abcdef")
+    assert info.value.option == "base_url"
+    assert "credentials" in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_credentials_in_base_url_refused_from_the_environment() -> None:
+    """The same check applies to PHASEFLAG_BASE_URL (one validator)."""
+    with pytest.raises(ConfigError) as info:
+        resolve(
+            {}, {"PHASEFLAG_BASE_URL": "https://u:pw@api.test/api/v1", "PHASEFLAG_API_KEY": "k"}
+        )
+    assert info.value.option == "PHASEFLAG_BASE_URL"
+    assert "pw@" not in str(info.value)
+
+
+def test_api_key_optional_only_with_a_headers_factory() -> None:
+    """An empty api_key is accepted with a headers_factory (it may supply Authorization)."""
+    base = "https://api.test/api/v1"
+    with pytest.raises(ConfigError) as info:
+        PhaseFlagClient(base_url=base, api_key="")
+    assert info.value.option == "api_key"
+    client = PhaseFlagClient(
+        base_url=base, api_key="", headers_factory=lambda: {"Authorization": "Bearer jwt"}
+    )
+    assert client.status().state == "new"
+    assert resolve({"base_url": base}, {}, key_optional=True).api_key == ""
+
+
+def test_static_authorization_header_points_at_headers_factory() -> None:
+    """headers= may not set Authorization; the error says headers_factory may."""
+    with pytest.raises(ConfigError) as info:
+        make(headers={"Authorization": "Bearer x"})
+    assert info.value.option == "headers"
+    assert "headers_factory" in str(info.value)
+
+
+def test_transport_and_client_share_the_option_checks() -> None:
+    """The transport's checks are _config's: the same error for the same bad value."""
+    from phaseflag._transport import Transport
+
+    errors = []
+    for build in (
+        lambda: Transport("https://api.test/api/v1", "key with space"),
+        lambda: PhaseFlagClient(base_url="https://api.test/api/v1", api_key="key with space"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            build()
+        errors.append(str(info.value))
+    assert errors[0] == errors[1]
