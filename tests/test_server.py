@@ -688,3 +688,37 @@ class TestWithTheSDK:
         assert client.flush_events()
         lines = (tmp_path / "events.jsonl").read_text("utf-8").splitlines()
         assert any(json.loads(line).get("kind") == "custom" for line in lines)
+
+
+class TestDirectAnswer:
+    """GET /sdk/ruleset is answered by the protocol in one write; the ASGI path (taken for an
+    absolute-form target) gives byte-identical answers but for the Date header."""
+
+    @staticmethod
+    def answer(server: PhaseFlagServer, target: bytes, headers: bytes, method: bytes = b"GET"):
+        request = method + b" " + target + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+        raw = raw_exchange(server, request + headers + b"\r\n")
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        fields = sorted(line.lower() for line in lines[1:] if not line.lower().startswith(b"date:"))
+        return lines[0], fields, body
+
+    def test_both_paths_answer_alike(self, server: PhaseFlagServer):
+        key = b"Authorization: Bearer " + KEY.encode() + b"\r\n"
+        etag = server.etag.encode()
+        cases = [
+            (b"GET", key),
+            (b"GET", key + b"If-None-Match: " + etag + b"\r\n"),
+            (b"GET", key + b"Accept-Encoding: gzip\r\n"),
+            (b"HEAD", key),
+            (b"GET", b""),
+            (b"GET", b"Authorization: Bearer wrong\r\n"),
+            (b"POST", key + b"Content-Length: 0\r\n"),
+        ]
+        direct_path = b"/api/v1/sdk/ruleset"
+        asgi_path = b"http://t/api/v1/sdk/ruleset"
+        for method, headers in cases:
+            direct = self.answer(server, direct_path, headers, method)
+            via_asgi = self.answer(server, asgi_path, headers, method)
+            assert direct == via_asgi, (method, headers)
+            assert direct[0].startswith(b"HTTP/1.1 ")

@@ -14,6 +14,7 @@ import functools
 import hmac
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -131,7 +132,7 @@ class App:
         self._ping_interval = ping_interval
         self._forward = forward
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._changed: asyncio.Future[None] | None = None
+        self._changed: asyncio.Future[str] | None = None
         self._stopping = False
         self.stream_clients = 0
         #: (flag key, variation key) -> evaluations reported in received SDK summaries.
@@ -199,6 +200,14 @@ class App:
         """Run on ``loop`` (called in the loop's thread before serving)."""
         self._loop = loop
         self._changed = loop.create_future()
+        loop.call_later(self._ping_interval, self._ping)
+
+    def _ping(self) -> None:
+        """Every ``ping_interval``: wake every stream to send a ping."""
+        if self._stopping or self._loop is None or self._loop.is_closed():
+            return
+        self._wake("ping")
+        self._loop.call_later(self._ping_interval, self._ping)
 
     def notify_change(self, snapshot: Snapshot | None = None) -> None:
         """Wake every stream to send the current snapshot (thread-safe)."""
@@ -212,11 +221,11 @@ class App:
         self._stopping = True
         self.notify_change()
 
-    def _wake(self) -> None:
+    def _wake(self, reason: str = "change") -> None:
         assert self._loop is not None
         old, self._changed = self._changed, self._loop.create_future()
         if old is not None and not old.done():
-            old.set_result(None)
+            old.set_result(reason)
 
     # -- auth ----------------------------------------------------------------------------------
 
@@ -487,35 +496,58 @@ class App:
     # -- streams -------------------------------------------------------------------------------
 
     async def stream(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """``GET /sdk/stream``: the ruleset now and on every change, a ping when idle."""
+        """``GET /sdk/stream``: the ruleset now and on every change, pings in between.
+
+        The task parks on the one future every stream shares (resolved with "change" or
+        "ping"), so a change wakes 10,000 streams for the cost of one callback each; a
+        disconnect cancels the task (a second, parked task watches ``receive``).
+        """
         assert self._loop is not None
+        task = asyncio.current_task()
+        assert task is not None
         self.stream_clients += 1
         self._metrics.count_request("/api/v1/sdk/stream", 200)
         if _log.isEnabledFor(logging.DEBUG):
             access(scope, 200, "-")
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        closed = False
+
+        def on_gone(_: object) -> None:
+            nonlocal closed
+            closed = True
+            task.cancel()
+
         gone = self._loop.create_task(_until_disconnect(receive))
+        gone.add_done_callback(on_gone)
         try:
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
             sent: Snapshot | None = None
+            woken_by = "change"
             while not self._stopping:
                 changed = self._changed
                 assert changed is not None
                 snapshot = self._source.snapshot
                 if snapshot is not sent:
-                    frame = snapshot.sse_frame
                     sent = snapshot
-                else:
-                    frame = b'event: ping\ndata: {"time":%d}\n\n' % int(self._loop.time() * 1000)
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-                done, _ = await asyncio.wait(
-                    (changed, gone), timeout=self._ping_interval, return_when="FIRST_COMPLETED"
-                )
-                if gone in done:
-                    return
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": snapshot.sse_frame,
+                            "more_body": True,
+                        }
+                    )
+                elif woken_by == "ping":
+                    frame = b'event: ping\ndata: {"time":%d}\n\n' % int(time.time() * 1000)
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                # shield: cancelling this task (a disconnect) must not cancel the shared future.
+                woken_by = await asyncio.shield(changed)
+        except asyncio.CancelledError:
+            if not closed:
+                raise
+            return  # the client went away
         finally:
             self.stream_clients -= 1
-            if not gone.done():
-                gone.cancel()
+            gone.remove_done_callback(on_gone)
+            gone.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
