@@ -33,8 +33,10 @@ from _common import finish, machine_info, parse_args, target
 
 from phaseflag import EvaluationContext, PhaseFlagClient
 
-SCENARIOS = ("S1", "S2", "S3", "S4")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S2c")  # S2c: S2 with the context built per call
 TARGET_RATIO = 5.0
+#: phaseflag ÷ dict+if at most this on S1-S3, below 1 on S4 (issue 15).
+BASELINE_RATIO = 2.0
 SAMPLE_SECONDS = 0.02  # time one sample for about this long
 MAX_BATCH = 2000
 MIN_BATCH = 100
@@ -56,6 +58,13 @@ class Sdk:
     note: str = ""
     close: Callable[[], None] = lambda: None
     contexts: list[Any] = field(default_factory=list)
+    plain: list[dict[str, Any]] = field(default_factory=list)  # S2c builds from these
+
+    def __post_init__(self) -> None:
+        # S2c: each SDK's own context built from the plain dict, then its S2 read.
+        if "S2c" not in self.batches:
+            s2, native = self.batches["S2"], self.native
+            self.batches["S2c"] = lambda ps: s2([native(p) for p in ps])
 
 
 class Skip(Exception):
@@ -99,6 +108,7 @@ def expected(plain: list[dict[str, Any]]) -> dict[str, list[Any]]:
         "S2": [scen.base_s2(p) for p in plain],
         "S3": [scen.base_s3(p) for p in plain],
         "S4": [scen.base_s4(p) for p in plain],
+        "S2c": [scen.base_s2(p) for p in plain],
     }
 
 
@@ -628,7 +638,7 @@ def make_flipt(port: int) -> Sdk:
 def check(sdk: Sdk, want: dict[str, list[Any]], n_users: int) -> None:
     """Raise AssertionError unless ``sdk`` answers every scenario right for every context."""
     for name in SCENARIOS:
-        got = sdk.batches[name](sdk.contexts)
+        got = sdk.batches[name](sdk.plain if name == "S2c" else sdk.contexts)
         if name == "S3" and sdk.name not in ("phaseflag", "dict+if"):
             share = sum(1 for v in got[:n_users] if v is True) / n_users
             if any(v not in (True, False) for v in got) or abs(share - 0.5) > SPLIT_TOLERANCE:
@@ -646,7 +656,8 @@ def check(sdk: Sdk, want: dict[str, list[Any]], n_users: int) -> None:
 
 def batch_size(sdk: Sdk, name: str, indices: Sequence[int]) -> int:
     """How many evaluations make one sample of about SAMPLE_SECONDS for this SDK."""
-    sample = [sdk.contexts[i] for i in indices[:MIN_BATCH]]
+    source = sdk.plain if name == "S2c" else sdk.contexts
+    sample = [source[i] for i in indices[:MIN_BATCH]]
     start = time.perf_counter()
     sdk.batches[name](sample)
     per_eval = (time.perf_counter() - start) / len(sample)
@@ -671,7 +682,8 @@ def measure(
                 order = sdks[r % len(sdks) :] + sdks[: r % len(sdks)]  # rotate who goes first
                 for sdk in order:
                     idx = indices[name][: sizes[sdk.name, name]]
-                    contexts = [sdk.contexts[i] for i in idx]
+                    source = sdk.plain if name == "S2c" else sdk.contexts
+                    contexts = [source[i] for i in idx]
                     start = time.perf_counter_ns()
                     got = sdk.batches[name](contexts)
                     elapsed = time.perf_counter_ns() - start
@@ -719,12 +731,13 @@ def run(rounds: int) -> dict[str, Any]:
     want = expected(plain)
     paid = [i for i in range(n_users) if plain[i]["plan"] == "pro"]
     indices = {"S1": list(range(n_users)), "S2": list(range(n_users))}
-    indices |= {"S3": list(range(n_users)), "S4": paid}
+    indices |= {"S3": list(range(n_users)), "S4": paid, "S2c": list(range(n_users))}
     with tempfile.TemporaryDirectory() as workdir:
         peers, status = build_peers(workdir)
         own = [make_phaseflag(), make_baseline()]
         for sdk in own + peers:
             sdk.contexts = [sdk.native(p) for p in plain]
+            sdk.plain = plain
         for sdk in own:
             check(sdk, want, n_users)  # phaseflag wrong is a hard failure
         checked = []
@@ -749,9 +762,11 @@ def run(rounds: int) -> dict[str, Any]:
         peer_ns = {s.name: medians[s.name][name] for s in checked}
         best = min(peer_ns, key=peer_ns.__getitem__) if peer_ns else None
         best_ratio = peer_ns[best] / ours if best else None
+        base = medians["dict+if"][name]
         results[name] = {
             "phaseflag_ns": round(ours, 1),
-            "baseline_ns": round(medians["dict+if"][name], 1),
+            "baseline_ns": round(base, 1),
+            "ratio_to_baseline": round(ours / base, 2),
             "peers_ns": {k: round(v, 1) for k, v in peer_ns.items()},
             "ratios": {k: round(v / ours, 2) for k, v in peer_ns.items()},
             "best_peer": best,
@@ -768,6 +783,17 @@ def run(rounds: int) -> dict[str, Any]:
         )
         for name, row in results.items()
     ]
+    for name, row in results.items():
+        if name == "S2c":
+            continue
+        wanted, met = (
+            ("< 1", row["ratio_to_baseline"] < 1)
+            if name == "S4"
+            else (f"<= {BASELINE_RATIO:g}", row["ratio_to_baseline"] <= BASELINE_RATIO)
+        )
+        targets.append(
+            target(f"peers {name}: phaseflag / dict+if", row["ratio_to_baseline"], "x", wanted, met)
+        )
     return {
         **machine_info(),
         "rounds": rounds,
@@ -784,10 +810,12 @@ def _ns(value: float) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """The README table: median per evaluation, and each peer's ratio to phaseflag."""
     peers = [k for k, v in report["peers"].items() if v["status"] == "ok"]
-    head = ["scenario", "phaseflag", "dict+if", *peers, "fastest peer ÷ phaseflag"]
+    head = ["scenario", "phaseflag", "dict+if", "phaseflag ÷ dict+if", *peers]
+    head.append("fastest peer ÷ phaseflag")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in report["results"].items():
         cells = [name, _ns(row["phaseflag_ns"]), _ns(row["baseline_ns"])]
+        cells.append(f"{row['ratio_to_baseline']:.2f}x")
         cells += [f"{_ns(row['peers_ns'][p])} ({row['ratios'][p]:.1f}x)" for p in peers]
         best = row["best_peer_ratio"]
         cells.append(f"{best:.1f}x ({row['best_peer']})" if best else "n/a")

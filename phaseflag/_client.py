@@ -549,9 +549,10 @@ class PhaseFlagClient:
         return result
 
     def _count(self, flag_key: str, result: EvaluationResult) -> None:
+        """Count one evaluation for the summary events (EventProcessor.count, inlined)."""
         counts = self._counts
         if counts is not None:
-            try:  # EventProcessor.count(), inlined: the counter exists after the first read
+            try:  # the counter exists after the first read
                 next(counts[flag_key][result.variation_key])
             except KeyError:
                 self._events.count(flag_key, result.variation_key)  # type: ignore[union-attr]
@@ -635,8 +636,11 @@ class PhaseFlagClient:
                         result = run(values)
                     else:
                         result = evaluate_flag(flag, values, ruleset)
-                if flag.track_events:
-                    self._count(flag_key, result)
+                if flag.track_events and self._counts is not None:
+                    try:  # _count(), inlined: the counter exists after the first read
+                        next(self._counts[flag_key][result.variation_key])
+                    except KeyError:
+                        self._count(flag_key, result)
             else:
                 result = self._resolve(flag_key, context)
         except Exception as exc:  # a read never raises: bad key type, bad context, a bug
@@ -674,8 +678,11 @@ class PhaseFlagClient:
                         result = run(values)
                     else:
                         result = evaluate_flag(flag, values, ruleset)
-                if flag.track_events:
-                    self._count(flag_key, result)
+                if flag.track_events and self._counts is not None:
+                    try:  # _count(), inlined: the counter exists after the first read
+                        next(self._counts[flag_key][result.variation_key])
+                    except KeyError:
+                        self._count(flag_key, result)
             else:
                 result = self._resolve(flag_key, context)
         except Exception as exc:  # a read never raises: bad key type, bad context, a bug
