@@ -54,7 +54,8 @@ def _build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="an attribute; numbers and true/false are typed, quote as '\"30\"' for a string",
+        help="an attribute; numbers and true/false are typed, quote as '\"30\"' for a string; "
+        'a JSON array of those is a list attribute: --attr \'roles=["admin","dev"]\'',
     )
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.add_argument("--explain", action="store_true", help="print the decision trace")
@@ -148,6 +149,8 @@ def _parse_attr(text: str) -> tuple[str, Any]:
         return key, raw
     if isinstance(value, (str, int, float, bool)):
         return key, value
+    if isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value):
+        return key, value  # a list attribute
     return key, raw
 
 

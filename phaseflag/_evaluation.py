@@ -67,7 +67,9 @@ def evaluate_flag(
     if trace is None:
         run = flag.run
         if run is not None:
-            return run(values)
+            kind = type(values)  # contexts with list attributes take the interpreter
+            if kind is dict or (kind is ReadScope and not values.lists):  # type: ignore[attr-defined]
+                return run(values)
     if flag.needs_scope:
         values = scope_of(values)
     for parent_key, wanted in flag.prerequisites:

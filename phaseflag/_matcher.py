@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ._model import Condition, Segment, Values
+from .types import ListValues
 
 __all__ = ["ReadScope", "Trace", "first_match", "scope_of", "segment_contains", "show"]
 
@@ -26,10 +27,11 @@ class ReadScope(dict[str, Any]):
     could reach a flag or segment twice; read by conditions exactly like the values.
     """
 
-    __slots__ = ("flags", "segments")
+    __slots__ = ("flags", "lists", "segments")
 
     flags: dict[str, Any]
     segments: dict[str, bool]
+    lists: bool  # made from a context holding a list attribute (types.ListValues)
 
 
 def scope_of(values: Values) -> ReadScope:
@@ -39,6 +41,7 @@ def scope_of(values: Values) -> ReadScope:
     scope = ReadScope(values)
     scope.flags = {}
     scope.segments = {}
+    scope.lists = type(values) is ListValues
     return scope
 
 
@@ -50,9 +53,15 @@ def first_match(
     With ``trace``, one step per rule tried records whether it matched and, when it did
     not, the first condition that failed and the context value it saw.
     """
+    lists = type(values) is ListValues or (type(values) is ReadScope and values.lists)
     for index, conditions in enumerate(rules):
         for condition in conditions:
-            if not condition.test(values):
+            if lists and condition.any_of is not None:
+                items = values.get(condition.attribute or "")
+                held = condition.any_of(items) if type(items) is tuple else condition.test(values)
+            else:
+                held = condition.test(values)
+            if not held:
                 if trace is not None:
                     trace.append(
                         {

@@ -37,6 +37,11 @@ class Condition:
     source: Mapping[str, Any] = field(repr=False, compare=False)
     # The compiled operand the generated read code binds (a set, a bound, segments).
     operand: Any = field(default=None, repr=False, compare=False)
+    # The condition over a list attribute's elements (``_operators.any_of``); None for
+    # operators that do not look at the value (exists, in_segment).
+    any_of: Callable[[tuple[Any, ...]], bool] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -252,4 +252,42 @@ def compile_condition(raw: Mapping[str, Any], segments: Mapping[str, Segment]) -
         if not operands and operator != "exists":
             raise InvalidCondition(f"operator {operator!r} needs at least one value")
         test, operand = builder(attribute, operands, negate, fold)
-    return Condition(attribute, operator, negate, test, raw, operand)
+    return Condition(
+        attribute, operator, negate, test, raw, operand, any_of(attribute, operator, raw, test)
+    )
+
+
+def any_of(
+    attribute: str | None, operator: str, raw: Mapping[str, Any], test: Test
+) -> Callable[[tuple[Any, ...]], bool] | None:
+    """The condition over a list attribute: it holds when any element satisfies the plain
+    comparison (``contains`` on a list tests membership); ``negate`` flips that, and as
+    for a scalar of the wrong type, a list with no element of the operands' type makes it
+    false either way. So a one-element list behaves exactly like its element."""
+    if attribute is None or operator in ("exists", "in_segment"):
+        return None
+    negate = bool(raw.get("negate", False))
+    if operator == "contains":
+        fold = bool(raw.get("case_insensitive", False))
+        needles = frozenset(strings("contains", list(raw.get("values", ())), fold))
+
+        def members(items: tuple[Any, ...]) -> bool:
+            texts = [i.casefold() if fold else i for i in items if type(i) is str]
+            if not texts:
+                return False
+            return any(t in needles for t in texts) is not negate
+
+        return members
+    positive = test
+    if negate:  # the comparison without negate, to tell "no match" from "wrong type"
+        positive = OPERATORS[operator](
+            attribute, list(raw.get("values", ())), False, bool(raw.get("case_insensitive"))
+        )[0]
+
+    def elements(items: tuple[Any, ...]) -> bool:
+        singles = [{attribute: item} for item in items]
+        if not negate:
+            return any(test(one) for one in singles)
+        return any(test(one) for one in singles) and not any(positive(one) for one in singles)
+
+    return elements

@@ -31,8 +31,10 @@ __all__ = [
 #: Any value a JSON document can hold (flag values, event metadata).
 JSONValue = Union[bool, int, float, str, list[Any], dict[str, Any], None]  # noqa: UP007  (a runtime alias)
 
-#: A value an EvaluationContext attribute may hold.
-AttributeValue = Union[str, int, float, bool, datetime]  # noqa: UP007  (a runtime alias)
+#: A single value an EvaluationContext attribute may hold (or a tuple of them: see below).
+ScalarAttribute = Union[str, int, float, bool, datetime]  # noqa: UP007  (a runtime alias)
+#: A value an EvaluationContext attribute may hold; lists are stored as tuples.
+AttributeValue = Union[ScalarAttribute, tuple[ScalarAttribute, ...]]  # noqa: UP007
 
 _PLAIN_TYPES: Final = frozenset({str, int, float, bool})
 _NO_ATTRIBUTES: Final[dict[str, Any]] = {}  # shared by contexts without attributes; never mutated
@@ -62,8 +64,24 @@ class ErrorCode:
     GENERAL: Final = "GENERAL"
 
 
+class ListValues(dict[str, Any]):
+    """The evaluation values of a context holding a list attribute (a marker type: reads
+    of such contexts take the list-aware interpreter path; scalar contexts never pay)."""
+
+    __slots__ = ()
+
+
 def _normalise(key: str, value: object) -> AttributeValue:
-    """Check one attribute value; aware datetimes become UTC, anything unsupported raises."""
+    """Check one attribute value; aware datetimes become UTC, lists and tuples of scalars
+    become tuples, anything unsupported raises."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_scalar(key, item, f"element {i}: ") for i, item in enumerate(value))
+    return _scalar(key, value)
+
+
+def _scalar(key: str, value: object, where: str = "") -> ScalarAttribute:
+    if type(value) in _PLAIN_TYPES:  # list elements arrive here unchecked (bools too)
+        return value  # type: ignore[return-value]
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise InvalidContextError(
@@ -77,8 +95,16 @@ def _normalise(key: str, value: object) -> AttributeValue:
         return int(value)
     if isinstance(value, float):
         return float(value)
+    if where:
+        raise InvalidContextError(
+            key,
+            f"{where}unsupported type {type(value).__name__}; "
+            "a list may hold only str, int, float, bool or datetime",
+        )
     raise InvalidContextError(
-        key, f"unsupported type {type(value).__name__}; use str, int, float, bool or datetime"
+        key,
+        f"unsupported type {type(value).__name__}; "
+        "use str, int, float, bool, datetime or a list of those",
     )
 
 
@@ -91,6 +117,10 @@ def _checked(attrs: dict[str, Any]) -> dict[str, AttributeValue]:
         if value is not None:
             out[key] = value if type(value) in _PLAIN_TYPES else _normalise(key, value)
     return out
+
+
+def _wire(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def _id_text(name: str, value: object) -> str:
@@ -110,9 +140,11 @@ class EvaluationContext:
 
     ``user_id`` drives percentage-rollout bucketing; ``session_id`` is the fallback
     when there is no user id. Attribute values may be ``str``, ``int``, ``float``,
-    ``bool`` or a timezone-aware ``datetime`` (stored in UTC); ``None`` values are
-    dropped (an absent attribute), anything else raises ``InvalidContextError``
-    naming the key. Instances are immutable and hashable by identity.
+    ``bool`` or a timezone-aware ``datetime`` (stored in UTC), or a list of those
+    (stored as a tuple; a condition holds when any element satisfies it); ``None``
+    values are dropped (an absent attribute), anything else raises
+    ``InvalidContextError`` naming the key. Instances are immutable and hashable by
+    identity.
     """
 
     # Read-only properties over private slots: assigning a public name raises
@@ -136,12 +168,16 @@ class EvaluationContext:
             session_id = _id_text("session_id", session_id)
         if attributes:
             attrs = dict(attributes)
+            lists = False
             for key, value in attrs.items():  # the common case: str keys, plain values
                 if type(value) not in _PLAIN_TYPES or type(key) is not str:
                     attrs = _checked(attrs)
+                    lists = tuple in map(type, attrs.values())
                     break
             self._attributes = attrs
             values = attrs.copy() if user_id is not None or session_id is not None else attrs
+            if lists:  # the marker type that routes reads to the list-aware interpreter
+                values = ListValues(values)
         else:
             self._attributes = _NO_ATTRIBUTES
             values = {}
@@ -217,9 +253,11 @@ class EvaluationContext:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON shape the wire protocol uses (datetimes as ISO-8601 strings)."""
+        """The JSON shape the wire protocol uses (datetimes as ISO-8601 strings, lists as
+        arrays)."""
         attrs = {
-            k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.attributes.items()
+            k: [_wire(e) for e in v] if type(v) is tuple else _wire(v)
+            for k, v in self.attributes.items()
         }
         return {"user_id": self.user_id, "session_id": self.session_id, "attributes": attrs}
 

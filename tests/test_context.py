@@ -93,9 +93,10 @@ class TestRejectedValues:
     @pytest.mark.parametrize(
         "value",
         [
-            [1, 2],
+            [[1, 2]],  # lists hold scalars only (see TestListAttributes)
             {"a": 1},
-            (1,),
+            (1, None),
+            ["a", {"b": 1}],
             {1},
             b"bytes",
             object(),
