@@ -54,6 +54,7 @@ from .types import (
     EvaluationEvent,
     EvaluationResult,
     JSONValue,
+    ListValues,
     Reason,
 )
 
@@ -509,7 +510,7 @@ class PhaseFlagClient:
         result = flag.static
         if result is None:
             values = self._values_for(context)
-            run = flag.run
+            run = flag.run if type(values) is not ListValues else None  # lists: interpreter
             result = run(values) if run is not None else evaluate_flag(flag, values, ruleset)
         if flag.track_events:
             self._count(flag_key, result)
@@ -627,11 +628,13 @@ class PhaseFlagClient:
                 result: EvaluationResult | None = flag.static
                 if result is None:
                     values: Mapping[str, Any]
+                    run = flag.run
                     if type(context) is self._plain_type:
                         values = context._values  # type: ignore[union-attr]
                     else:
                         values = self._values_for(context)
-                    run = flag.run
+                        if type(values) is ListValues:  # list attributes: the interpreter
+                            run = None
                     if run is not None:
                         result = run(values)
                     else:
@@ -669,11 +672,13 @@ class PhaseFlagClient:
                 result: EvaluationResult | None = flag.static
                 if result is None:
                     values: Mapping[str, Any]
+                    run = flag.run
                     if type(context) is self._plain_type:
                         values = context._values  # type: ignore[union-attr]
                     else:
                         values = self._values_for(context)
-                    run = flag.run
+                        if type(values) is ListValues:  # list attributes: the interpreter
+                            run = None
                     if run is not None:
                         result = run(values)
                     else:

@@ -176,8 +176,9 @@ class EvaluationContext:
                     break
             self._attributes = attrs
             values = attrs.copy() if user_id is not None or session_id is not None else attrs
-            if lists:  # the marker type that routes reads to the list-aware interpreter
+            if lists:  # marker types that route reads to the list-aware interpreter
                 values = ListValues(values)
+                self.__class__ = ListContext
         else:
             self._attributes = _NO_ATTRIBUTES
             values = {}
@@ -260,6 +261,14 @@ class EvaluationContext:
             for k, v in self.attributes.items()
         }
         return {"user_id": self.user_id, "session_id": self.session_id, "attributes": attrs}
+
+
+class ListContext(EvaluationContext):
+    """An EvaluationContext holding a list attribute (``EvaluationContext`` makes itself one):
+    its own type keeps it off the clients' plain-context fast path, whose generated reads
+    compare single values."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -214,3 +214,42 @@ def test_openfeature_context_with_a_list_attribute() -> None:
         assert details.error_code is None
     finally:
         client.stop()
+
+
+def test_every_client_read_path_sees_lists() -> None:
+    """The getters that inline the read, the others, all_flags, a request scope and a
+    client with a default_context all take the list-aware path for a list context."""
+    doc = ruleset(
+        flag(
+            "b",
+            variations={"on": True, "off": False},
+            default="off",
+            rules=[rule(_cond("roles", "in", ["admin"]), serve="on", id="r")],
+        ),
+        flag(
+            "s",
+            variations={"yes": "yes", "no": "no"},
+            default="no",
+            rules=[rule(_cond("roles", "contains", ["admin"]), serve="yes", id="r")],
+        ),
+        flag(
+            "n",
+            variations={"big": 10, "small": 1},
+            default="small",
+            rules=[rule(_cond("roles", "starts_with", ["adm"]), serve="big", id="r")],
+        ),
+    )
+    ctx = EvaluationContext(user_id="u", attributes={"roles": ["dev", "admin"]})
+    for options in ({}, {"default_context": EvaluationContext(attributes={"plan": "pro"})}):
+        client = create_mock_client(bootstrap=doc, **options)
+        try:
+            assert client.get_boolean_value("b", False, ctx) is True
+            assert client.get_string_value("s", "", ctx) == "yes"
+            assert client.get_integer_value("n", 0, ctx) == 10
+            assert client.get_details("b", False, ctx).reason == "targeting_match"
+            assert client.all_flags(ctx) == {"b": True, "n": 10, "s": "yes"}
+            with client.request_context(ctx):
+                assert client.get_boolean_value("b", False) is True
+                assert client.get_string_value("s", "") == "yes"
+        finally:
+            client.stop()

@@ -285,9 +285,10 @@ class TestErrors:
         assert (details.value, details.error_code) == (True, ErrorCode.PROVIDER_NOT_READY)
 
     def test_unsupported_attribute_is_invalid_context(self) -> None:
-        """A list or naive datetime attribute gives INVALID_CONTEXT and the default."""
+        """A nested list, a dict or a naive datetime attribute gives INVALID_CONTEXT and the
+        default (a list of scalars is a list attribute: tests/test_list_attributes.py)."""
         of = install()
-        for bad in (["a", "b"], {"k": "v"}, datetime(2024, 1, 1)):
+        for bad in ([["a"], "b"], {"k": "v"}, datetime(2024, 1, 1)):
             details = of.get_boolean_details("checkout", True, OFContext("u", {"attr": bad}))
             assert (details.value, details.error_code) == (True, ErrorCode.INVALID_CONTEXT)
             assert "attr" in (details.error_message or "")
