@@ -211,8 +211,13 @@ def open_fds() -> int:
 
 
 def sdk_threads() -> int:
-    """Live ``phaseflag-*`` threads."""
-    return sum(1 for t in threading.enumerate() if t.name.startswith("phaseflag-"))
+    """Live ``phaseflag-*`` threads, not counting the request watchdog (it lives only while
+    a request is in flight, so sampling would see it or not by chance)."""
+    return sum(
+        1
+        for t in threading.enumerate()
+        if t.name.startswith("phaseflag-") and t.name != "phaseflag-watchdog"
+    )
 
 
 class ErrorLog(logging.Handler):

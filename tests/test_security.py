@@ -327,8 +327,10 @@ def test_session_with_verify_false_still_verifies(
     session = requests.Session()
     session.verify = False
     _, url = tls_api
-    client = clients(base_url=url, session=session, send_events=False)
-    wait_for(lambda: client.status().consecutive_failures >= 1, timeout=5)
+    # request_timeout bounds the whole request, TLS handshake included: 5 s so that a
+    # loaded machine fails on the certificate, never on the deadline.
+    client = clients(base_url=url, session=session, send_events=False, request_timeout=5.0)
+    wait_for(lambda: client.status().consecutive_failures >= 1, timeout=10)
     assert "CERTIFICATE_VERIFY_FAILED" in (client.status().last_error or "")
     session.close()
 
