@@ -188,3 +188,39 @@ class TestJittered:
         """No fraction returns the interval; a zero interval stays zero."""
         assert jittered(10.0, 0.0) == 10.0
         assert jittered(0.0) == 0.0
+
+
+class TestRetryPolicy:
+    """The one policy polling and streaming share, by kind of failure."""
+
+    def test_auth_failures_take_the_auth_backoff(self) -> None:
+        """401/403: the first retry in 30-60 s whatever the transient base."""
+        from phaseflag._backoff import RetryPolicy
+        from phaseflag._errors import AuthenticationError
+
+        for seed in range(50):
+            policy = RetryPolicy(base=0.01, cap=0.02, rng=random.Random(seed))
+            assert 30.0 <= policy.delay(AuthenticationError("no", 401)) <= 60.0
+
+    def test_transient_failures_back_off_and_honour_retry_after(self) -> None:
+        """Network errors and 5xx: full jitter under a doubling ceiling; Retry-After wins."""
+        from phaseflag._backoff import MAX_RETRY_AFTER, RetryPolicy
+        from phaseflag._errors import TransportError
+
+        policy = RetryPolicy(base=1.0, cap=8.0, rng=random.Random(3))
+        delays = [policy.delay(TransportError("down")) for _ in range(6)]
+        assert all(0.0 <= d <= min(8.0, 2.0**n) for n, d in enumerate(delays))
+        assert policy.attempts == 6
+        assert policy.delay(TransportError("busy", 503, retry_after=3600.0)) == MAX_RETRY_AFTER
+        policy.reset()
+        assert policy.attempts == 0
+
+    def test_defaults_read_when_made(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """base/cap default to RETRY_BASE/RETRY_CAP as they are when the policy is made."""
+        import phaseflag._backoff
+        from phaseflag._errors import TransportError
+
+        monkeypatch.setattr(phaseflag._backoff, "RETRY_BASE", 0.5)
+        monkeypatch.setattr(phaseflag._backoff, "RETRY_CAP", 0.5)
+        policy = phaseflag._backoff.RetryPolicy(rng=random.Random(1))
+        assert all(policy.delay(TransportError("x")) <= 0.5 for _ in range(20))

@@ -491,3 +491,18 @@ def test_push_to_apply_latency(server: _Server, streamer: Streamer, sink: _Sink)
     p99 = latencies[98] * 1000
     print(f"\npush -> apply over {len(latencies)} changes: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
     assert p50 < 250.0
+
+
+def test_idle_stream_that_delivered_is_polled_and_reopened(
+    server: _Server, transport: Transport, sink: _Sink
+) -> None:
+    """A stream that delivered a ruleset and then only keeps quiet past its idle limit is
+    polled once and reopened at once; that is not a failure."""
+    s = Streamer(transport, sink, 30.0, reconnect_base=0.05, reconnect_cap=0.2, idle_limit=0.3)
+    try:
+        s.start()
+        assert wait_for(lambda: sink.versions()[:1] == [1])
+        assert wait_for(lambda: server.streams_served >= 2 and server.ruleset_gets >= 1)
+        assert sink.failures() == []
+    finally:
+        assert s.stop(2.0)

@@ -17,7 +17,7 @@ import requests
 import responses
 from conftest import boolean_flag, phaseflag_thread_names, ruleset, string_flag, to_bytes, wait_for
 
-from phaseflag import AuthenticationError, PhaseFlagClient, RulesetError
+from phaseflag import AuthenticationError, PhaseFlagClient, RulesetError, TransportError
 from phaseflag._sync import MAX_BACKOFF, MAX_RETRY_AFTER, Poller
 from phaseflag._transport import Transport
 from phaseflag._version import __version__
@@ -414,3 +414,25 @@ class TestThread:
         assert client.wait_until_ready(3.0)
         assert client.get_string_value("color", "none") == "green"
         assert len(api.calls) >= 3
+
+
+def test_a_closed_store_applies_and_announces_nothing() -> None:
+    """After stop() closes the store, a sync thread still finishing changes nothing: no
+    ruleset applied, no listener fired, no failure counted; start() reopens it."""
+    client = PhaseFlagClient(base_url="", api_key="")
+    store = client._store
+    heard: list[str] = []
+    client.on("change", lambda _e: heard.append("change"))
+    client.on("error", lambda _e: heard.append("error"))
+    raw = to_bytes(ruleset(boolean_flag("f"), version=3))
+    store.close()
+    store.apply_document(raw, "live")
+    store.sync_succeeded()
+    store.sync_failed(TransportError("late"))
+    assert client.ruleset.version != 3
+    assert heard == []
+    assert client.status().consecutive_failures == 0
+    store.reopen()
+    store.apply_document(raw, "live")
+    assert client.ruleset.version == 3
+    assert heard == ["change"]
