@@ -96,7 +96,10 @@ class Api:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.wfile.write(body)
+                except OSError:  # a worker stopped mid-request at the end of a size
+                    self.close_connection = True
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -324,10 +324,12 @@ class Fleet:
     # -- the leader's Poller/Streamer -----------------------------------------------------------
 
     def _ensure_inner(self) -> None:
-        if self._make_inner is None or self.loop.stopping:
+        if self._make_inner is None:
             return
+        # Checked and started under the lock that stop() drops the inner sync under, so a
+        # step racing stop() never starts a thread stop() has already passed.
         with self._inner_lock:
-            if self._inner is not None:
+            if self._inner is not None or self.loop.stopping:
                 return
             sink = _LeaderSink(self)
             inner = sink.inner = self._make_inner(sink)
@@ -338,7 +340,7 @@ class Fleet:
                 inner.etag = seed  # type: ignore[attr-defined]  # the first fetch: a 304
             self._seed_etag = None
             self._inner = inner
-        inner.start()
+            inner.start()
 
     def _drop_inner(self) -> list[Inner]:
         with self._inner_lock:
