@@ -98,6 +98,10 @@ class MemoryCache(Cache):
         with self._lock:
             self._entries.pop(key, None)
 
+    def _after_fork_in_child(self) -> None:
+        """Replace the lock in a forked child (a parent's thread may have held it)."""
+        self._lock = threading.Lock()
+
 
 class FileCache(Cache):
     """A cache of files in a per-user directory, one file per key, holding the raw bytes.
@@ -219,7 +223,7 @@ class FileCache(Cache):
     def _after_fork_in_child(self) -> None:
         """Replace the locks in a forked child (a parent's thread may have held them)."""
         self._lock = threading.Lock()
-        self._unwritten._lock = threading.Lock()
+        self._unwritten._after_fork_in_child()
 
     def _open(self) -> str | None:
         """Return the entries directory, preparing it on first use; None when it cannot be

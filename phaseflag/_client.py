@@ -294,11 +294,13 @@ class PhaseFlagClient:
             max_queue_size=s.max_event_queue_size,
         )
 
-    def _make_sync(self) -> Any:
+    def _make_sync(self, *, forked: bool = False) -> Any:
         s = self._settings
         # The bootstrap URL is fetched after the first live fetch, and only when that brought
         # no data: it never delays live data (each fetch has request_timeout in all).
         after = self._fetch_bootstrap_url if s.bootstrap_url else None
+        if forked:
+            after = self._after_first_in_child
         if self._fleet_cache is not None:
             return self._make_fleet(self._fleet_cache, after)
         assert self._transport is not None
@@ -407,17 +409,27 @@ class PhaseFlagClient:
             register(self)
             self._store.reopen()
             self._store.load_cache()
-            if self._transport is None and self._fleet_cache is None:
-                self._store.mark_ready()
-            else:
-                if self._settings.offline_mode and self._store.ruleset is not EMPTY_RULESET:
-                    self._store.mark_ready()  # bootstrap/cached data now; live data replaces it
-                self._sync = self._sync or self._make_sync()
-                self._sync.start()
-            if self._events is not None:
-                self._events.start()
-            if self._health is not None:
-                self._health.start()
+            self._start_threads()
+
+    def _start_threads(self, *, forked: bool = False) -> None:
+        """Start the sync, event and health threads, unless a listener has just called
+        ``stop()`` (the cache load and ``ready`` run listeners). The caller holds the
+        lifecycle lock."""
+        if self._state is not _State.RUNNING:
+            return
+        if self._transport is None and self._fleet_cache is None:
+            self._store.mark_ready()
+        elif self._settings.offline_mode and self._store.ruleset is not EMPTY_RULESET:
+            self._store.mark_ready()  # bootstrap/cached data now; live data replaces it
+        if self._state is not _State.RUNNING:
+            return
+        if self._transport is not None or self._fleet_cache is not None:
+            self._sync = self._sync or self._make_sync(forked=forked)
+            self._sync.start()
+        if self._events is not None:
+            self._events.start()
+        if self._health is not None:
+            self._health.start()
 
     def wait_until_ready(self, timeout: float = 5.0) -> bool:
         """Block until the first ruleset is in (or offline data is accepted); never raises.
@@ -1181,22 +1193,54 @@ class PhaseFlagClient:
     # -- fork support ----------------------------------------------------------------------------
 
     def _after_fork_in_child(self) -> None:
-        """Re-create locks, the HTTP session and threads in a forked child."""
+        """The at-fork hook in a forked child: replace every lock the child can touch and
+        start the threads, without I/O and without taking a lock the parent may hold.
+
+        The child holds the parent's ruleset already; anything that could block (the
+        cache, a user's session, ``bootstrap_url``) runs on the child's own sync thread.
+        """
         self._make_locks()
         self._store.reset_after_fork()
         self._value_changes.reset_after_fork()
         self._listeners.reset_after_fork()
-        if self._session is not None:
-            # A user-supplied session's pooled sockets belong to the parent: drop them here.
-            self._session.close()
-        self._transport = self._make_transport()
         if self._events is not None:
             self._events.reset_after_fork()
         self._sync = None
         self._health = self._make_health()
+        if self._session is not None:
+            _fresh_pools(self._session)
+        if self._transport is not None:
+            self._transport = self._make_transport()  # no I/O: the parent's pools are dropped
         if self._state is _State.RUNNING:
-            self._state = _State.NEW
-            self.start()
+            with self._lifecycle_lock:
+                self._start_threads(forked=True)
+
+    def _after_first_in_child(self) -> None:
+        """After a forked child's first fetch, on its sync thread: when the parent held no
+        data and the fetch brought none, read the cache and the bootstrap URL."""
+        if self._store.ruleset is EMPTY_RULESET:
+            self._store.load_cache()
+            self._fetch_bootstrap_url()
+
+
+def _fresh_pools(session: requests.Session) -> None:
+    """Give a user's session new, empty connection pools in a forked child: its pooled
+    sockets are the parent's. The old pools are dropped, not closed (closing takes locks a
+    parent's thread may hold)."""
+    for adapter in session.adapters.values():
+        init = getattr(adapter, "init_poolmanager", None)
+        if init is None:
+            continue
+        try:
+            init(
+                getattr(adapter, "_pool_connections", 10),
+                getattr(adapter, "_pool_maxsize", 10),
+                block=getattr(adapter, "_pool_block", False),
+            )
+            if isinstance(getattr(adapter, "proxy_manager", None), dict):
+                adapter.proxy_manager = {}  # type: ignore[attr-defined]
+        except Exception:
+            _log.debug("phaseflag: could not renew a session adapter after fork", exc_info=True)
 
 
 # -- the read paths a client is retyped to ----------------------------------------------------

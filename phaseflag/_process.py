@@ -1,13 +1,19 @@
-"""Process-wide plumbing for clients: atexit and fork hooks, the debug log handler.
+"""Process-wide plumbing for clients: exit and fork hooks, the debug log handler.
 
 Live clients are held weakly: ``atexit`` stops them (flushing events) and, after
-``os.fork()``, each is restarted in the child. The hooks are installed once, when
-the first client starts, never at import.
+``os.fork()``, each is restarted in the child (``os.register_at_fork``, the one fork
+strategy). ``multiprocessing`` (and billiard, Celery's fork of it) ends its forked
+workers with ``os._exit``, which skips ``atexit``; their exit path runs
+``multiprocessing.util``'s finalizers instead, so a worker registers one that stops
+the clients there. The hooks are installed once, when the first client starts, never
+at import.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
+import importlib
 import logging
 import os
 import sys
@@ -56,7 +62,10 @@ def register(client: _Client) -> None:
             _hooks_installed = True
             atexit.register(_stop_all)
             if hasattr(os, "register_at_fork"):
-                os.register_at_fork(after_in_child=_restart_all_in_child)
+                os.register_at_fork(
+                    before=_watch_worker_exits, after_in_child=_restart_all_in_child
+                )
+        _watch_worker_exits()
 
 
 def unregister(client: _Client) -> None:
@@ -71,6 +80,44 @@ def _stop_all() -> None:
             client.stop()
         except Exception:  # interpreter exit: never raise
             _log.debug("phaseflag: stop at exit failed", exc_info=True)
+
+
+class _Token:
+    """What multiprocessing's after-fork registry holds (weakly) for this module."""
+
+
+_token = _Token()
+_watched: set[str] = set()  # the multiprocessing-like modules whose workers are hooked
+#: (a module loaded when the package can start processes, its module of fork hooks)
+_WORKER_MODULES = (
+    ("multiprocessing.process", "multiprocessing.util"),
+    ("billiard.process", "billiard.util"),
+)
+
+
+def _watch_worker_exits() -> None:
+    """Ask each loaded multiprocessing-like package to call ``_in_worker`` in its forked
+    workers. Runs in the parent (at start and before each fork), never in a child."""
+    for process, name in _WORKER_MODULES:
+        if process in sys.modules and name not in _watched:
+            _watched.add(name)
+            try:  # its worker would import it after the fork anyway
+                util = importlib.import_module(name)
+                util.register_after_fork(_token, functools.partial(_in_worker, name))
+            except Exception:
+                _log.debug("phaseflag: cannot hook %s worker exits", name, exc_info=True)
+
+
+def _in_worker(name: str, _token: object) -> None:
+    """In a forked worker (after the package cleared the parent's finalizers): stop the
+    clients, flushing their events, on the worker's exit path, which skips atexit."""
+    util = sys.modules.get(name)
+    if util is not None:
+        util.Finalize(None, _stop_all, exitpriority=_EXIT_PRIORITY)
+
+
+#: Above multiprocessing's own finalizers (queues use 10, managers 0): events flush first.
+_EXIT_PRIORITY = 100
 
 
 def _restart_all_in_child() -> None:

@@ -192,8 +192,12 @@ class RulesetStore:
             self._listeners.emit("stale", age)
 
     def reset_after_fork(self) -> None:
-        """Replace the lock in a forked child (the parent's may be held)."""
+        """Replace the locks in a forked child (the parent's may be held), the cache's own
+        when it is one of phaseflag's caches (a custom cache's are its own business)."""
         self._swap_lock = threading.Lock()
+        reset = getattr(self._cache, "_after_fork_in_child", None)
+        if callable(reset):
+            reset()
 
 
 def _definitions(ruleset: Ruleset) -> Mapping[str, Any]:
