@@ -512,7 +512,8 @@ class PhaseFlagClient:
         if self._scopes is not None:  # this client opened a request scope once
             return self._resolve_scoped(flag_key, context)
         ruleset = self._store.ruleset
-        flag = ruleset.table.get(flag_key)
+        # A flag not compiled yet is compiled by its first read (ruleset.flags.get).
+        flag = ruleset.table.get(flag_key) or ruleset.flags.get(flag_key)
         if flag is None or self._overrides:  # one check for both rare cases
             hit = self._overrides.get(flag_key)
             if hit is not None:

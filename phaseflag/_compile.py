@@ -1,39 +1,50 @@
-"""Validated JSON -> compiled Ruleset: all per-flag work happens here, once per change.
+"""Validated JSON -> compiled Ruleset, each flag compiled when it is first read.
 
-A document that fails the schema is rejected whole (RulesetError listing every
-error with its JSON path). A flag that is schema-valid but unusable (unknown
-operator, bad regex, unknown variation or segment, value of the wrong type, weights
-not summing to 100, a prerequisite cycle) is isolated: it evaluates to the caller's
-default with error INVALID_FLAG and the rest of the ruleset loads. Given the
-previous Ruleset, flags whose definition did not change are reused untouched.
+Loading checks the document's shape up front and rejects it whole (RulesetError
+listing every error with its JSON path) when the top level, a segment, or a flag's
+key is wrong, or two flags share a key. Each flag is then kept as its JSON text and
+compiled by ``compile_flag`` on first read; a flag that fails the schema or is
+unusable (unknown operator, bad regex, unknown variation or segment, value of the
+wrong type, weights not summing to 100) compiles to an isolated flag that evaluates
+to the caller's default with error INVALID_FLAG, and the rest of the ruleset serves.
+Flags linked by prerequisites are compiled at load, where cycles and chains deeper
+than MAX_PREREQUISITE_DEPTH are isolated. Given the previous Ruleset, the same bytes
+again cost nothing, and flags whose text did not change are reused untouched.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gc
+import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from ._codegen import generate
-from ._model import Condition, Flag, Rollout, Rule, Ruleset, Segment, Serve
+from ._graph import layers
+from ._model import Condition, Flag, FlagTable, Rollout, Rule, Ruleset, Segment, Serve
 from ._operators import InvalidCondition, compile_condition
-from ._readcost import plan_flag, plan_segment, read_work_problems
-from ._schema import (
+from ._parse import (
+    KNOWN,
     MAX_DOCUMENT_BYTES,
     json_depth_exceeds,
     parse_document,
-    reject,
     split_document,
-    validate_item,
-    validate_shell,
 )
+from ._readcost import plan_flag, plan_segment, read_work_problems
+from ._schema import checker, reject, validate_item, validate_shell
 from .types import ErrorCode, EvaluationResult, Reason
 
-__all__ = ["MAX_PREREQUISITE_DEPTH", "compile_ruleset", "expand_shorthand", "load_ruleset"]
+__all__ = [
+    "MAX_PREREQUISITE_DEPTH",
+    "compile_flag",
+    "compile_ruleset",
+    "expand_shorthand",
+    "load_ruleset",
+]
 
 #: Longest prerequisite chain accepted; deeper flags are isolated as INVALID_FLAG.
 MAX_PREREQUISITE_DEPTH: Final = 16
@@ -53,6 +64,7 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _NO_KEYS: Final[frozenset[str]] = frozenset()
 _NO_TARGETS: Final[Mapping[str, EvaluationResult]] = MappingProxyType({})
 _UNUSED: Final = EvaluationResult("", None, Reason.ERROR, error_code=ErrorCode.GENERAL)
+_T = TypeVar("_T")
 
 
 class _Invalid(Exception):
@@ -68,22 +80,31 @@ class _Invalid(Exception):
 
 
 def load_ruleset(raw: bytes | str, *, previous: Ruleset | None = None) -> Ruleset:
-    """Parse JSON text (size/depth limited), validate and compile it.
+    """Parse JSON text (size/depth limited), check its shape, and index its flags.
 
-    Flags are kept as their JSON text: given ``previous``, a flag whose text is
-    unchanged is reused without being parsed or validated again.
+    Given ``previous``: the same bytes return ``previous`` itself, and a flag whose
+    text is unchanged is recognised by comparison (not decoded) and reused.
     """
-    split = None
-    if len(raw) <= MAX_DOCUMENT_BYTES:
-        try:
-            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-            split = split_document(text)
-        except (ValueError, RecursionError):  # parse_document() below reports it
-            split = None
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        parse_document(raw)  # raises the size error
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    digest = hashlib.sha1(data, usedforsecurity=False).digest()  # identity, not integrity
+    if previous is not None and previous.digest == digest:
+        return previous
+    return _gc_paused(lambda: _load(raw, previous, digest))
+
+
+def _load(raw: bytes | str, previous: Ruleset | None, digest: bytes) -> Ruleset:
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        split = split_document(text, _known_texts(previous))
+    except (ValueError, RecursionError):  # parse_document() below reports it
+        split = None
     if split is None:
-        return compile_ruleset(parse_document(raw), previous=previous)
-    top, texts = split
-    return _with_gc_paused(top, [(text, None) for text in texts], previous, False)
+        ruleset = compile_ruleset(parse_document(raw), previous=previous)
+        return _with_digest(ruleset, digest)
+    top, items = split
+    return _assemble(top, items, previous, False, digest)
 
 
 def expand_shorthand(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,7 +136,7 @@ def _infer_type(value: object) -> str:
 
 
 def compile_ruleset(document: object, *, previous: Ruleset | None = None) -> Ruleset:
-    """Validate and compile a parsed document; raises RulesetError if it fails the schema."""
+    """Check and index a parsed document; raises RulesetError if its shape is wrong."""
     shorthand = isinstance(document, dict) and isinstance(document.get("flags"), dict)
     if shorthand:
         if "schema_version" in document:  # type: ignore[operator]
@@ -133,31 +154,70 @@ def compile_ruleset(document: object, *, previous: Ruleset | None = None) -> Rul
     if errors:
         raise reject(errors)
     top = {k: v for k, v in document.items() if k != "flags"}
-    return _with_gc_paused(top, items, previous, shorthand)
+    return _gc_paused(lambda: _assemble(top, items, previous, shorthand, b""))
 
 
-def _with_gc_paused(
-    top: dict[str, Any], items: list[tuple[str, Any]], previous: Ruleset | None, shorthand: bool
-) -> Ruleset:
-    """Compile with the cyclic garbage collector paused.
+def compile_flag(text: str, segments: Mapping[str, Segment]) -> Flag:
+    """Compile one flag from its JSON text: the one per-flag compile step.
 
-    Building ~20 objects per flag otherwise triggers full collections that hold
-    the GIL for up to a tenth of a second, stalling reads in other threads.
+    Never raises: a flag that fails the schema, or cannot be used, comes back
+    isolated (``error`` set; it evaluates to INVALID_FLAG). Deterministic, so
+    concurrent compiles of the same text give equal flags.
+    """
+    raw: Any = None
+    try:
+        raw = json.loads(text)
+        errors = validate_item("flag", raw)
+        if errors:
+            path, message = errors[0]
+            if len(errors) > 1:
+                message += f" (and {len(errors) - 1} more problem(s))"
+            return _invalid_flag(raw, path, message, text)
+        return _build_flag(raw, text, segments)
+    except _Invalid as exc:
+        return _invalid_flag(raw, exc.path, exc.message, text)
+    except Exception as exc:  # reads never raise: anything unforeseen isolates the flag
+        return _invalid_flag(raw, "", f"could not compile the flag ({type(exc).__name__})", text)
+
+
+def _known_texts(previous: Ruleset | None) -> list[tuple[str, str]]:
+    if previous is None or previous.shorthand:
+        return []
+    texts = previous.flags.texts()
+    return [(text, key) for key, text in texts.items()]
+
+
+def _with_digest(ruleset: Ruleset, digest: bytes) -> Ruleset:
+    from dataclasses import replace
+
+    return replace(ruleset, digest=digest)
+
+
+def _gc_paused(work: Callable[[], _T]) -> _T:
+    """Run ``work`` with the cyclic garbage collector paused.
+
+    Building many objects otherwise triggers full collections that hold the GIL
+    for up to a tenth of a second, stalling reads in other threads.
     """
     paused = gc.isenabled()
     if paused:
         gc.disable()
     try:
-        return _compile_items(top, items, previous, shorthand)
+        return work()
     finally:
         if paused:
             gc.enable()
 
 
-def _compile_items(
-    top: dict[str, Any], items: list[tuple[str, Any]], previous: Ruleset | None, shorthand: bool
+def _assemble(
+    top: dict[str, Any],
+    items: list[tuple[str, Any]],
+    previous: Ruleset | None,
+    shorthand: bool,
+    digest: bytes,
 ) -> Ruleset:
-    """Validate and compile; ``items`` are (flag JSON text, parsed flag or None)."""
+    """Check the shape and index the flags; ``items`` are (flag JSON text, decoded flag
+    or KNOWN for a text known from ``previous``)."""
     errors = validate_shell({**top, "flags": []})
     if errors:
         raise reject(errors)
@@ -171,55 +231,86 @@ def _compile_items(
     segment_problems: list[tuple[str, str]] = []
     if same_segments and previous is not None:
         segments = previous.segments
-        segment_problems = [p for p in previous.problems if p[0].startswith("segments[")]
+        segment_problems = list(previous.segment_problems)
     elif not errors:
         segments, segment_problems = _compile_segments(raw_segments)
 
-    # An isolated flag is never reused: its cause (a cycle, a missing segment) may be gone.
-    reusable = (
-        {f.source_text: f for f in previous.flags.values() if f.error is None}
-        if previous is not None
-        else {}
-    )
-    flags: dict[str, Flag] = {}
-    seen: dict[str, int] = {}
-    for index, (text, given) in enumerate(items):
-        old = reusable.get(text)
-        if old is not None and (same_segments or not old.segment_keys):
-            flag: Flag | None = old
-            key: object = old.key
+    old_texts = previous.flags.texts() if previous is not None else {}
+    old_keys = {text: key for key, text in old_texts.items()} if old_texts else {}
+    old_compiled = previous.table.copy() if previous is not None else {}  # atomic copy
+    old_graph = previous.prerequisite_graph if previous is not None else {}
+    old_versions = previous.flag_versions if previous is not None else {}
+    texts: dict[str, str] = {}
+    compiled: dict[str, Flag] = {}
+    versions: dict[str, int] = {}
+    graph: dict[str, tuple[str, ...]] = {}
+    key_ok = checker("key")
+    for index, (text, value) in enumerate(items):
+        if value is KNOWN or text in old_keys:  # the text of one of the previous flags
+            key = old_keys[text]
+            old = old_compiled.get(key)
+            # An isolated flag is never reused: its cause (a missing segment) may be gone.
+            if old is not None and old.error is None and (same_segments or not old.segment_keys):
+                compiled[key] = old
+            parents = old_graph.get(key)
+            version = old_versions.get(key)
         else:
-            # Split from a document, this text is one JSON value (decoded once already).
-            raw = given if given is not None else json.loads(text)
-            found = validate_item("flag", raw, index)
-            errors.extend(found)
-            key = raw.get("key") if isinstance(raw, dict) else None
-            flag = None if found or errors else _compile_flag(raw, text, segments)
-        if isinstance(key, str):
-            if key in seen:
-                errors.append((f"flags[{index}].key", f"duplicate flag key {key!r}"))
-            seen[key] = index
-            if flag is not None and not errors:
-                flags[key] = flag
+            found = value.get("key") if type(value) is dict else None
+            if type(found) is not str or not key_ok(found):
+                errors.extend(
+                    e for e in validate_item("flag", value, index) if _is_shape_error(e[0], index)
+                )
+                continue
+            key = found
+            named = value.get("prerequisites")
+            parents = _parents(named) if named else None
+            version = value.get("version")
+            if version is not None and (type(version) is not int or version < 0):
+                version = None
+        if key in texts:
+            errors.append((f"flags[{index}].key", f"duplicate flag key {key!r}"))
+            continue
+        texts[key] = text
+        if version is not None:
+            versions[key] = version
+        if parents:
+            graph[key] = parents
     if errors:
         raise reject(errors)
-    _check_prerequisites(flags)
-    for key, message in read_work_problems(flags).items():
-        flags[key] = _invalid_flag(
-            flags[key].source, ".prerequisites", message, flags[key].source_text
-        )
-    problems = tuple(segment_problems) + tuple(
-        (f"flags[{seen[f.key]}]{f.error_path}", f.error) for f in flags.values() if f.error
-    )
+
+    frozen_segments = MappingProxyType(dict(segments))
+
+    def compile_one(text: str) -> Flag:
+        return compile_flag(text, frozen_segments)
+
+    table = FlagTable(texts, compiled, compile_one)
+    _check_prerequisites(table, compiled, graph)
     return Ruleset(
         version=int(top.get("version", 0)),
-        flags=MappingProxyType(flags),
-        segments=MappingProxyType(dict(segments)),
-        table=flags,
-        problems=problems,
+        flags=table,
+        segments=frozen_segments,
         top_source=top,
         shorthand=shorthand,
+        table=compiled,
+        segment_problems=tuple(segment_problems),
+        digest=digest,
+        flag_versions=versions,
+        prerequisite_graph=graph,
     )
+
+
+def _is_shape_error(path: str, index: int) -> bool:
+    """Errors that reject the document: the flag itself or its key (it cannot be indexed)."""
+    return path in (f"flags[{index}]", f"flags[{index}].key")
+
+
+def _parents(raw: object) -> tuple[str, ...]:
+    """The flag keys named by a (not yet validated) ``prerequisites`` value."""
+    if type(raw) is not list or not raw:
+        return ()
+    return tuple(p["flag"] for p in raw if type(p) is dict and type(p.get("flag")) is str) or (
+        "",
+    )  # malformed entries still make the flag one to compile at load
 
 
 def _duplicate_segments(raw_segments: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -244,46 +335,22 @@ def _compile_segments(
     """Compile segments children first; a segment on a cycle or atop a chain deeper than
     MAX_SEGMENT_DEPTH is dropped (flags using it are isolated). Iterative: any length."""
     by_key = {raw["key"]: (index, raw) for index, raw in enumerate(raw_segments)}
-    refs = {
-        key: [r for r in _segment_refs(raw.get("rules", [])) if r in by_key]
-        for key, (_, raw) in by_key.items()
-    }
-    state: dict[str, int] = {}  # 1: on the current path, 2: finished
-    height: dict[str, int] = {}
-    broken: dict[str, str] = {}
-    order: list[str] = []
-    for root in by_key:
-        if root in state:
-            continue
-        state[root] = 1
-        path, stack = [root], [(root, iter(refs[root]))]
-        while stack:
-            key, pending = stack[-1]
-            for ref in pending:
-                if ref not in state:
-                    state[ref] = 1
-                    path.append(ref)
-                    stack.append((ref, iter(refs[ref])))
-                    break
-                if state[ref] == 1:
-                    cycle = path[path.index(ref) :]
-                    for member in cycle:
-                        broken[member] = "segment cycle: " + " -> ".join([*cycle, ref])
-            else:
-                stack.pop()
-                path.pop()
-                state[key] = 2
-                height[key] = max((height.get(r, 0) + 1 for r in refs[key]), default=0)
-                if key not in broken and height[key] > MAX_SEGMENT_DEPTH:
-                    broken[key] = f"segment chain deeper than {MAX_SEGMENT_DEPTH}"
-                order.append(key)
+    refs = {key: _segment_refs(raw.get("rules", [])) for key, (_, raw) in by_key.items()}
+    found = layers(refs, MAX_SEGMENT_DEPTH)
     compiled: dict[str, Segment] = {}
     problems: list[tuple[str, str]] = []
-    for key in order:
+    for key in found.order:
         index, raw = by_key[key]
         try:
-            if key in broken:
-                raise _Invalid(f"segments[{index}]", f"segment {key!r}: {broken[key]}")
+            broken = found.broken.get(key)
+            if broken is not None:
+                kind, members = broken
+                why = (
+                    f"segment cycle among {', '.join(members)}"
+                    if kind == "cycle"
+                    else f"segment chain deeper than {MAX_SEGMENT_DEPTH}"
+                )
+                raise _Invalid(f"segments[{index}]", f"segment {key!r}: {why}")
             compiled[key] = _compile_segment(raw, index, compiled)
         except _Invalid as exc:
             problems.append((exc.path, exc.message))
@@ -291,7 +358,7 @@ def _compile_segments(
     return compiled, problems
 
 
-def _segment_refs(rules: list[dict[str, Any]]) -> list[str]:
+def _segment_refs(rules: Iterable[dict[str, Any]]) -> list[str]:
     return [
         ref
         for rule in rules
@@ -354,7 +421,9 @@ class _Results:
         return str(name)
 
 
-def _invalid_flag(raw: Mapping[str, Any], path: str, message: str, text: str = "") -> Flag:
+def _invalid_flag(raw: object, path: str, message: str, text: str = "") -> Flag:
+    if not isinstance(raw, Mapping):
+        raw = {}
     key = str(raw.get("key", ""))
     result = EvaluationResult(
         key, None, Reason.ERROR, error_code=ErrorCode.INVALID_FLAG, error_message=message
@@ -363,7 +432,7 @@ def _invalid_flag(raw: Mapping[str, Any], path: str, message: str, text: str = "
         key=key,
         type=str(raw.get("type", "json")),
         enabled=False,
-        version=raw.get("version"),
+        version=raw.get("version") if type(raw.get("version")) is int else None,
         track_events=False,
         variations=MappingProxyType({}),
         off_result=result,
@@ -377,13 +446,6 @@ def _invalid_flag(raw: Mapping[str, Any], path: str, message: str, text: str = "
         error_path=path,
         source_text=text or _encode(raw),
     )
-
-
-def _compile_flag(raw: dict[str, Any], text: str, segments: Mapping[str, Segment]) -> Flag:
-    try:
-        return _build_flag(raw, text, segments)
-    except _Invalid as exc:
-        return _invalid_flag(raw, exc.path, exc.message, text)
 
 
 def _build_flag(raw: dict[str, Any], text: str, segments: Mapping[str, Segment]) -> Flag:
@@ -475,6 +537,7 @@ def _build_flag(raw: dict[str, Any], text: str, segments: Mapping[str, Segment])
         needs_scope=needs_scope,
         work=work,
     )
+    # perf-eval's generated read: part of the one per-flag compile step.
     run = generate(flag) if static is None else None
     return flag if run is None else dataclasses.replace(flag, run=run)
 
@@ -521,78 +584,39 @@ def _serve(
     )
 
 
-def _check_prerequisites(flags: dict[str, Flag]) -> None:
+def _check_prerequisites(
+    table: FlagTable, compiled: dict[str, Flag], graph: Mapping[str, tuple[str, ...]]
+) -> None:
     """Isolate flags on a prerequisite cycle, or whose chain is deeper than the limit.
 
-    A flag that merely depends on an isolated flag stays valid: its prerequisite
-    fails at evaluation time (reason ``prerequisite_failed``). Iterative, and the
+    Every flag with prerequisites, and every flag named as one, is compiled here (at
+    load). A flag that merely depends on an isolated flag stays valid: its
+    prerequisite fails at evaluation time (reason ``prerequisite_failed``). The
     result does not depend on the order the flags are listed in.
     """
-    valid = {key for key, flag in flags.items() if not flag.error}
-    graph = {
-        key: tuple(parent for parent, _ in flags[key].prerequisites if parent in valid)
-        for key in valid
+    if not graph:
+        return
+    linked = set(graph)
+    for parents in graph.values():
+        linked.update(parent for parent in parents if parent in table)
+    flags = {key: table[key] for key in linked}
+    valid = {key: flag for key, flag in flags.items() if not flag.error}
+    edges = {
+        key: tuple(parent for parent, _ in flag.prerequisites if parent in valid)
+        for key, flag in valid.items()
     }
-    depth: dict[str, int] = {}
-    broken: dict[str, str] = {}
-    for component in _components(graph):
-        first = component[0]
-        if len(component) > 1 or first in graph[first]:
-            members = ", ".join(sorted(component))
-            for member in component:
-                broken[member] = f"prerequisite cycle among {members}"
-                depth[member] = 0
-            continue
-        deepest = 0
-        if flags[first].prerequisites:  # a missing or isolated parent adds no depth
-            deepest = 1 + max((depth[parent] for parent in graph[first]), default=0)
-        if deepest > MAX_PREREQUISITE_DEPTH:
-            broken[first] = f"prerequisite chain deeper than {MAX_PREREQUISITE_DEPTH}"
-            deepest = 0  # evaluation stops at an isolated flag: no depth for dependents
-        depth[first] = deepest
-    for key, message in broken.items():
-        flags[key] = _invalid_flag(
-            flags[key].source, ".prerequisites", message, flags[key].source_text
+    found = layers(
+        edges, MAX_PREREQUISITE_DEPTH, counted=lambda key: bool(valid[key].prerequisites)
+    )
+    for key, (kind, members) in found.broken.items():
+        message = (
+            f"prerequisite cycle among {', '.join(members)}"
+            if kind == "cycle"
+            else f"prerequisite chain deeper than {MAX_PREREQUISITE_DEPTH}"
         )
-
-
-def _components(graph: Mapping[str, tuple[str, ...]]) -> list[list[str]]:
-    """Strongly connected components (iterative Tarjan), prerequisites before dependents."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-    for root in graph:
-        if root in index:
-            continue
-        index[root] = low[root] = len(index)
-        stack.append(root)
-        on_stack.add(root)
-        work = [(root, iter(graph[root]))]
-        while work:
-            node, parents = work[-1]
-            for parent in parents:
-                if parent not in index:
-                    index[parent] = low[parent] = len(index)
-                    stack.append(parent)
-                    on_stack.add(parent)
-                    work.append((parent, iter(graph[parent])))
-                    break
-                if parent in on_stack:
-                    low[node] = min(low[node], index[parent])
-            else:
-                work.pop()
-                if work:
-                    caller = work[-1][0]
-                    low[caller] = min(low[caller], low[node])
-                if low[node] == index[node]:
-                    component = []
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        component.append(member)
-                        if member == node:
-                            break
-                    found.append(component)
-    return found
+        text = table.text(key) or "{}"
+        compiled[key] = _invalid_flag(json.loads(text), ".prerequisites", message, text)
+    linked_now = {key: compiled[key] for key in linked if key in compiled}
+    for key, message in read_work_problems(linked_now).items():
+        text = table.text(key) or "{}"
+        compiled[key] = _invalid_flag(json.loads(text), ".prerequisites", message, text)

@@ -44,7 +44,7 @@ def evaluate(
     ruleset: Ruleset, flag_key: str, context: EvaluationContext | None = None
 ) -> EvaluationResult:
     """Evaluate one flag for one context; never raises for a compiled ruleset."""
-    flag = ruleset.flags.get(flag_key)
+    flag = ruleset.table.get(flag_key) or ruleset.flags.get(flag_key)
     if flag is None:
         return not_found(flag_key)
     values = context._values if context is not None else _NO_VALUES
@@ -111,7 +111,7 @@ def _prerequisite(key: str, values: Values, ruleset: Ruleset) -> EvaluationResul
     if memo is not None and key in memo:
         got: EvaluationResult | None = memo[key]
         return got
-    parent = ruleset.flags.get(key)
+    parent = ruleset.table.get(key) or ruleset.flags.get(key)
     got = None if parent is None else evaluate_flag(parent, values, ruleset, None)
     if memo is not None:
         memo[key] = got
@@ -181,7 +181,7 @@ def explain(
 ) -> Explanation:
     """Evaluate like ``evaluate`` and record every decision taken on the way."""
     trace: Trace = []
-    flag = ruleset.flags.get(flag_key)
+    flag = ruleset.table.get(flag_key) or ruleset.flags.get(flag_key)
     if flag is None:
         trace.append({"step": "missing", "flag": flag_key})
         return Explanation(not_found(flag_key), tuple(trace))

@@ -9,14 +9,25 @@ read allocates nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, overload
 
 from .types import EvaluationResult
 
-__all__ = ["Condition", "Flag", "Rollout", "Rule", "Ruleset", "Segment", "Serve", "Values"]
+__all__ = [
+    "Condition",
+    "Flag",
+    "FlagSources",
+    "FlagTable",
+    "Rollout",
+    "Rule",
+    "Ruleset",
+    "Segment",
+    "Serve",
+    "Values",
+]
 
 #: The flat view of a context that conditions read: attributes plus user_id/session_id.
 Values = Mapping[str, Any]
@@ -34,7 +45,8 @@ class Condition:
     operator: str
     negate: bool
     test: Test
-    source: Mapping[str, Any] = field(repr=False, compare=False)
+    # The condition as compact JSON (a parsed dict per condition would cost ~1 KB).
+    source_text: str = field(repr=False, compare=False)
     # The compiled operand the generated read code binds (a set, a bound, segments).
     operand: Any = field(default=None, repr=False, compare=False)
     # The condition over a list attribute's elements (``_operators.any_of``); None for
@@ -42,6 +54,12 @@ class Condition:
     any_of: Callable[[tuple[Any, ...]], bool] | None = field(
         default=None, repr=False, compare=False
     )
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """The condition's JSON definition (a fresh copy on each access)."""
+        value: dict[str, Any] = json.loads(self.source_text)
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,24 +156,161 @@ class Flag:
         return value
 
 
+class FlagTable(Mapping[str, Flag]):
+    """A ruleset's flags by key, each compiled from its JSON text on first access.
+
+    Loading keeps only each flag's text; ``compile(text)`` runs when a flag is first
+    read (and never raises: an unusable flag compiles to an INVALID_FLAG flag). The
+    result is published into ``table`` with ``dict.setdefault``, one atomic step,
+    so threads racing to compile the same flag all end up with the first published
+    object (compiling is deterministic, so the losers' copies are equal anyway).
+    Iterating, ``len`` and ``in`` never compile.
+    """
+
+    __slots__ = ("_compile", "_compiled", "_problems", "_texts")
+
+    def __init__(
+        self,
+        texts: dict[str, str],
+        compiled: dict[str, Flag],
+        compile: Callable[[str], Flag],
+    ) -> None:
+        self._texts = texts
+        self._compiled = compiled
+        self._compile = compile
+        self._problems: tuple[tuple[str, str], ...] | None = None
+
+    def __getitem__(self, key: str) -> Flag:
+        flag = self._compiled.get(key)
+        if flag is None:
+            flag = self._compiled.setdefault(key, self._compile(self._texts[key]))
+        return flag
+
+    @overload
+    def get(self, key: str, /) -> Flag | None: ...
+    @overload
+    def get(self, key: str, /, default: Flag | Any) -> Flag | Any: ...
+    def get(self, key: str, /, default: Any = None) -> Any:
+        flag = self._compiled.get(key)
+        if flag is not None:
+            return flag
+        text = self._texts.get(key)
+        if text is None:
+            return default
+        return self._compiled.setdefault(key, self._compile(text))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._texts)
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._texts
+
+    def text(self, key: str) -> str | None:
+        """The flag's definition as JSON text, without compiling it."""
+        return self._texts.get(key)
+
+    def texts(self) -> Mapping[str, str]:
+        """Every flag's JSON text by key, in document order (never compiles)."""
+        return self._texts
+
+    def compile_all(self) -> None:
+        """Compile every flag not compiled yet."""
+        for key in self._texts:
+            self.get(key)
+
+    def pending(self) -> int:
+        """How many flags have not been compiled yet."""
+        return len(self._texts) - len(self._compiled)
+
+
+class FlagSources(Mapping[str, dict[str, Any]]):
+    """Flag key -> its JSON definition, decoded only when looked up.
+
+    The ``flags_changed`` payload: building it costs nothing, and a listener pays
+    only for the definitions it reads (each access returns a fresh copy).
+    """
+
+    __slots__ = ("_table",)
+
+    def __init__(self, table: FlagTable) -> None:
+        self._table = table
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        text = self._table.text(key)
+        if text is None:
+            raise KeyError(key)
+        value: dict[str, Any] = json.loads(text)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._table
+
+    def __repr__(self) -> str:
+        return f"<FlagSources of {len(self)} flags>"
+
+
+def _no_flags(text: str) -> Flag:  # pragma: no cover - the empty table has no texts
+    raise KeyError(text)
+
+
+_EMPTY_TABLE = FlagTable({}, {}, _no_flags)
+
+
 @dataclass(frozen=True, slots=True)
 class Ruleset:
     """A complete, compiled ruleset: the unit that is swapped atomically.
 
-    ``source`` rebuilds the validated JSON document it was compiled from (for the
-    server and tools); ``problems`` lists ``(json_path, message)`` for isolated flags.
+    ``flags`` compiles each flag on first access (see ``FlagTable``); ``table``
+    holds those compiled so far, for the read path's plain dict lookup
+    (``ruleset.table.get(key) or ruleset.flags.get(key)``). ``source`` rebuilds
+    the JSON document it was loaded from (for the server and tools).
     """
 
     version: int
-    flags: Mapping[str, Flag]
+    flags: FlagTable
     segments: Mapping[str, Segment]
-    problems: tuple[tuple[str, str], ...] = ()
     # The document's top-level fields other than "flags" (version, segments, ...).
     top_source: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     shorthand: bool = False
-    # ``flags`` as the plain dict it wraps: the read path's lookup (a dict probe costs
-    # less than a mappingproxy one). Never mutated after compile, like ``flags``.
+    # The flags compiled so far, a plain dict: the read path's lookup (``table.get(key) or
+    # flags.get(key)``, the second compiling on first read). Only ever added to.
     table: dict[str, Flag] = field(default_factory=dict, repr=False, compare=False)
+    segment_problems: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # A digest of the exact bytes loaded: the same bytes again cost no work at all.
+    digest: bytes = field(default=b"", repr=False, compare=False)
+    # Version of each flag whose definition gives one (change events need it uncompiled).
+    flag_versions: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
+    # Flag key -> the flag keys it names as prerequisites (only flags that have any).
+    prerequisite_graph: Mapping[str, tuple[str, ...]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    @property
+    def problems(self) -> tuple[tuple[str, str], ...]:
+        """``(json_path, message)`` for every isolated segment and flag.
+
+        Compiles every flag not compiled yet (a flag's problems are found when it
+        is compiled): meant for tools and tests, not for the read path. Computed once.
+        """
+        table = self.flags
+        if table._problems is None:
+            table.compile_all()
+            found = list(self.segment_problems)
+            for index, key in enumerate(table):
+                flag = table[key]
+                if flag.error:
+                    found.append((f"flags[{index}]{flag.error_path}", flag.error))
+            table._problems = tuple(found)
+        return table._problems
 
     @property
     def segments_source(self) -> list[Any]:
@@ -167,7 +322,7 @@ class Ruleset:
     def source(self) -> dict[str, Any]:
         """The ruleset as a JSON document (a fresh copy built on each access)."""
         document: dict[str, Any] = json.loads(json.dumps(self.top_source))
-        document["flags"] = [flag.source for flag in self.flags.values()]
+        document["flags"] = [json.loads(self.flags.text(key) or "{}") for key in self.flags]
         return document
 
     def __len__(self) -> int:
@@ -177,4 +332,4 @@ class Ruleset:
         return key in self.flags
 
 
-EMPTY_RULESET = Ruleset(version=-1, flags=_EMPTY_MAP, segments=_EMPTY_MAP)
+EMPTY_RULESET = Ruleset(version=-1, flags=_EMPTY_TABLE, segments=_EMPTY_MAP)

@@ -14,6 +14,7 @@ their compiled operand.
 
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -34,6 +35,9 @@ from ._operands import (
     to_number,
 )
 from ._regex import RegexError, compile_regex
+
+#: A condition's compact JSON, kept on the compiled Condition instead of its parsed dict.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 __all__ = [
     "MAX_REGEX_INPUT",
@@ -253,7 +257,13 @@ def compile_condition(raw: Mapping[str, Any], segments: Mapping[str, Segment]) -
             raise InvalidCondition(f"operator {operator!r} needs at least one value")
         test, operand = builder(attribute, operands, negate, fold)
     return Condition(
-        attribute, operator, negate, test, raw, operand, any_of(attribute, operator, raw, test)
+        attribute,
+        operator,
+        negate,
+        test,
+        _encode(raw),
+        operand,
+        any_of(attribute, operator, raw, test),
     )
 
 

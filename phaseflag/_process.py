@@ -5,21 +5,23 @@ Live clients are held weakly: ``atexit`` stops them (flushing events) and, after
 strategy). ``multiprocessing`` (and billiard, Celery's fork of it) ends its forked
 workers with ``os._exit``, which skips ``atexit``; their exit path runs
 ``multiprocessing.util``'s finalizers instead, so a worker registers one that stops
-the clients there. The hooks are installed once, when the first client starts, never
-at import.
+the clients there. Before a fork, held rulesets are compiled and frozen out of the
+collector's reach, so preforked workers share their pages. The hooks are installed
+once, when the first client starts, never at import.
 """
 
 from __future__ import annotations
 
 import atexit
 import functools
+import gc
 import importlib
 import logging
 import os
 import sys
 import threading
 import weakref
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["enable_debug_logging", "register", "unregister"]
 
@@ -27,6 +29,9 @@ _log = logging.getLogger("phaseflag")
 
 
 class _Client(Protocol):
+    @property
+    def ruleset(self) -> Any: ...
+
     def stop(self) -> None: ...
 
     def _after_fork_in_child(self) -> None: ...
@@ -62,9 +67,7 @@ def register(client: _Client) -> None:
             _hooks_installed = True
             atexit.register(_stop_all)
             if hasattr(os, "register_at_fork"):
-                os.register_at_fork(
-                    before=_watch_worker_exits, after_in_child=_restart_all_in_child
-                )
+                os.register_at_fork(before=_before_fork, after_in_child=_restart_all_in_child)
         _watch_worker_exits()
 
 
@@ -118,6 +121,38 @@ def _in_worker(name: str, _token: object) -> None:
 
 #: Above multiprocessing's own finalizers (queues use 10, managers 0): events flush first.
 _EXIT_PRIORITY = 100
+
+
+def _before_fork() -> None:
+    _watch_worker_exits()
+    _share_before_fork()
+
+
+#: Benchmarks turn this off to measure what sharing saves.
+share_with_children = True
+
+
+def _share_before_fork() -> None:
+    """Let forked children (gunicorn --preload, Celery prefork) share the ruleset pages.
+
+    Every held flag is compiled first (a child compiling on first read would hold
+    a private copy), then ``gc.freeze()`` moves every object into the permanent
+    generation: the children's collections never visit them, so never write to
+    (and copy) the pages they live on. The parent stays frozen too: a collection
+    in a master that goes on forking would otherwise write to every page and copy
+    them away from the children already running (what was frozen is what was
+    alive at the fork, so this keeps at most that much garbage uncollected).
+    """
+    if not share_with_children:
+        return
+    for client in list(_live):
+        try:
+            flags = client.ruleset.flags
+            if flags.pending():  # touching compiled flags would copy their pages away
+                flags.compile_all()
+        except Exception:  # never let a fork fail for this
+            _log.debug("phaseflag: could not compile before fork", exc_info=True)
+    gc.freeze()
 
 
 def _restart_all_in_child() -> None:

@@ -1,41 +1,39 @@
-"""Ruleset parsing and JSON Schema validation, with limits that protect the host.
+"""Ruleset validation against the JSON Schema shipped with the package.
 
 The schema file (``schema/ruleset.schema.json``) is the single source of truth.
 Flags and segments are validated one at a time against its ``$defs`` so a caller
-can skip items that did not change, and every error names its JSON path
-(``flags[3].rules[0].conditions[1].operator``).
+can skip items that did not change (or validate a flag only when it is first
+compiled), and every error names its JSON path
+(``flags[3].rules[0].conditions[1].operator``). Parsing JSON text is ``_parse``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
-from ._errors import RulesetError, RulesetTooLargeError
+from ._errors import RulesetError
 from ._fastschema import Check, Unsupported, compile_check
+from ._parse import MAX_DOCUMENT_BYTES, MAX_JSON_DEPTH
 
 if TYPE_CHECKING:  # jsonschema is imported only to describe an invalid document
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import ValidationError
 
 __all__ = [
-    "MAX_DOCUMENT_BYTES",
+    "MAX_DOCUMENT_BYTES",  # re-exported from _parse for existing importers
     "MAX_JSON_DEPTH",
     "format_path",
+    "checker",
     "load_schema",
-    "parse_document",
+    "reject",
     "validate_item",
     "validate_shell",
 ]
-
-#: Largest ruleset document accepted, in bytes (also the download limit's default).
-MAX_DOCUMENT_BYTES: Final = 10 * 1024 * 1024
-#: Deepest nesting accepted inside a JSON flag value.
-MAX_JSON_DEPTH: Final = 32
 
 
 _REQUIRED = re.compile(r"^'([^']+)' is a required property")
@@ -126,125 +124,34 @@ def validate_shell(document: object) -> list[tuple[str, str]]:
     return _errors(_validator("shell"), document, ())
 
 
-def validate_item(kind: str, item: object, index: int) -> list[tuple[str, str]]:
-    """Errors in ``flags[index]`` (kind ``flag``) or ``segments[index]`` (kind ``segment``)."""
+def validate_item(kind: str, item: object, index: int | None = None) -> list[tuple[str, str]]:
+    """Errors in ``flags[index]`` (kind ``flag``) or ``segments[index]`` (kind ``segment``).
+
+    Without ``index`` the paths are relative to the item (``.rules[0].serve``).
+    """
     quick = _quick(kind)
     if quick is not None and quick(item):
         return []
+    if index is None:
+        return [(_relative(p), m) for p, m in _errors(_validator(kind), item, ())]
     return _errors(_validator(kind), item, (f"{kind}s", index))
 
 
-def parse_document(raw: bytes | str, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
-    """Parse JSON text under the size limit; raises RulesetError / RulesetTooLargeError."""
-    if len(raw) > max_bytes:
-        raise RulesetTooLargeError(f"ruleset is {len(raw)} bytes, over the {max_bytes}-byte limit")
-    try:
-        return json.loads(raw, parse_constant=_no_constants)
-    except RecursionError:
-        raise RulesetTooLargeError("ruleset JSON is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RulesetError(f"ruleset is not valid JSON: {exc}") from None
+def _relative(path: str) -> str:
+    if path == "(document)":
+        return ""
+    return path if path.startswith("[") else "." + path
 
 
-def json_depth_exceeds(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
-    """True when ``value`` nests lists/objects deeper than ``limit`` (iterative, bounded)."""
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        current, depth = stack.pop()
-        if isinstance(current, Mapping):
-            children: Iterable[object] = current.values()
-        elif isinstance(current, list):
-            children = current
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
+def checker(kind: str) -> Check:
+    """A yes/no check of ``$defs[kind]`` (the fast one; jsonschema if unsupported)."""
+    quick = _quick(kind)
+    if quick is not None:
+        return quick
+    validator = _validator(kind)
+    return lambda item: not _errors(validator, item, ())
 
 
 def reject(errors: list[tuple[str, str]]) -> RulesetError:
     """The error that rejects a whole ruleset for schema ``errors``."""
     return RulesetError("ruleset failed schema validation", errors)
-
-
-_WHITESPACE = re.compile(r"[ \t\n\r]*")
-
-
-def _no_constants(name: str) -> Any:
-    """``NaN``/``Infinity`` are not JSON, though Python's decoder reads them."""
-    raise ValueError(f"{name} is not a valid JSON value")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_no_constants)
-
-
-def _skip(text: str, i: int) -> int:
-    """Index of the first non-whitespace character at or after ``i``."""
-    found = _WHITESPACE.match(text, i)
-    return found.end() if found is not None else i
-
-
-def split_document(text: str) -> tuple[dict[str, Any], list[str]] | None:
-    """Parse a ruleset's top level, keeping each element of ``flags`` as its JSON text.
-
-    Each flag is decoded once to find where it ends, then dropped: only its text
-    slice is kept, so a whole parsed document never exists at once (memory), and
-    a flag whose text did not change need not be decoded again. Returns None when
-    the document is not an object with a ``flags`` array (the caller parses it the
-    ordinary way, which also produces the error messages); raises ValueError or
-    RecursionError for malformed JSON.
-    """
-    decode = _DECODER.raw_decode
-    i = _skip(text, 0)
-    if text[i : i + 1] != "{":
-        return None
-    top: dict[str, Any] = {}
-    flags: list[str] | None = None
-    i = _skip(text, i + 1)
-    if text[i : i + 1] == "}":
-        return None
-    while True:
-        key, i = decode(text, i)
-        if type(key) is not str:
-            raise ValueError(f"expected a property name at character {i}")
-        i = _skip(text, i)
-        if text[i : i + 1] != ":":
-            raise ValueError(f"expected ':' at character {i}")
-        i = _skip(text, i + 1)
-        if key == "flags" and text[i : i + 1] == "[":
-            flags, i = _split_array(text, i)
-            top.pop("flags", None)
-        else:
-            top[key], i = decode(text, i)
-            if key == "flags":
-                flags = None
-        i = _skip(text, i)
-        mark = text[i : i + 1]
-        i = _skip(text, i + 1)
-        if mark == "}":
-            break
-        if mark != ",":
-            raise ValueError(f"expected ',' or '}}' at character {i}")
-    if i != len(text):
-        raise ValueError(f"extra data at character {i}")
-    return (top, flags) if flags is not None else None
-
-
-def _split_array(text: str, i: int) -> tuple[list[str], int]:
-    decode = _DECODER.raw_decode
-    items: list[str] = []
-    i = _skip(text, i + 1)
-    if text[i : i + 1] == "]":
-        return items, i + 1
-    while True:
-        start = i
-        _, i = decode(text, i)
-        items.append(text[start:i])
-        i = _skip(text, i)
-        mark = text[i : i + 1]
-        if mark == "]":
-            return items, i + 1
-        if mark != ",":
-            raise ValueError(f"expected ',' or ']' at character {i}")
-        i = _skip(text, i + 1)

@@ -18,7 +18,7 @@ from ._cache import Cache
 from ._compile import load_ruleset
 from ._errors import RulesetError
 from ._listeners import Listeners
-from ._model import EMPTY_RULESET, Ruleset
+from ._model import EMPTY_RULESET, FlagSources, Ruleset
 from ._oncelog import OnceLog
 from ._value_changes import value_in
 from .types import ChangeEvent, FlagChange
@@ -136,7 +136,12 @@ class RulesetStore:
                 self._cache.set(self._cache_key, raw)
             except Exception as exc:
                 self._warn("cache:set", "phaseflag: could not write the ruleset cache: %s", exc)
-        changes = diff(old, ruleset, self._default_values)
+        # Listing (and evaluating) 10,000 added flags is work: only when someone sees it.
+        listeners = self._listeners
+        wanted = listeners.has("change") or listeners.has("flags_changed")
+        changes: tuple[FlagChange, ...] = ()
+        if wanted or self._log.isEnabledFor(logging.DEBUG):
+            changes = diff(old, ruleset, self._default_values if wanted else None)
         if changes and self._open:
             self._log.debug(
                 "phaseflag: ruleset v%s applied from %s (%d flags changed)",
@@ -147,7 +152,8 @@ class RulesetStore:
             previous = None if old is EMPTY_RULESET else old.version
             self._listeners.emit("change", ChangeEvent(changes, previous, ruleset.version, source))
             if self._listeners.has("flags_changed"):
-                self._listeners.emit("flags_changed", _definitions(ruleset))
+                # Definitions are decoded only when a listener looks one up.
+                self._listeners.emit("flags_changed", FlagSources(ruleset.flags))
         return True
 
     def load_cache(self) -> None:
@@ -200,16 +206,18 @@ class RulesetStore:
             reset()
 
 
-def _definitions(ruleset: Ruleset) -> Mapping[str, Any]:
-    return {key: flag.source for key, flag in ruleset.flags.items()}
-
-
 def diff(
     old: Ruleset, new: Ruleset, values: Mapping[str, Any] | None = None
 ) -> tuple[FlagChange, ...]:
-    """The flags added, removed or changed (by identity: unchanged flags are reused); with
-    ``values`` (the default context's) each change also carries the value served before
-    and after (None where absent or failing)."""
+    """The flags added, removed or changed, from their JSON texts (nothing is compiled
+    for this); with ``values`` (the default context's) each change also carries the
+    value served before and after (None where absent or failing).
+
+    A flag whose text is the same but whose compiled form changed (a segment it uses
+    changed, or it joined or left a prerequisite cycle) counts as changed too.
+    """
+    if old is new:
+        return ()
 
     def change(key: str, before: int | None, after: int | None, **kind: bool) -> FlagChange:
         if values is None:
@@ -218,13 +226,21 @@ def diff(
         return FlagChange(key, before, after, previous=previous, current=current, **kind)
 
     changes = []
-    for key, flag in new.flags.items():
-        prior = old.flags.get(key)
-        if prior is None:
-            changes.append(change(key, None, flag.version, added=True))
-        elif prior is not flag:
-            changes.append(change(key, prior.version, flag.version))
-    for key, flag in old.flags.items():
-        if key not in new.flags:
-            changes.append(change(key, flag.version, None, removed=True))
+    old_texts, new_texts = old.flags.texts(), new.flags.texts()
+    old_versions, new_versions = old.flag_versions, new.flag_versions
+    old_table, new_table = old.table.copy(), new.table.copy()  # atomic copies
+    segments_changed = old.segments_source != new.segments_source
+    for key, text in new_texts.items():
+        before = old_texts.get(key)
+        if before is None:
+            changes.append(change(key, None, new_versions.get(key), added=True))
+        elif (
+            before != text
+            or (segments_changed and '"in_segment"' in text)
+            or (key in new_table and old_table.get(key, new_table[key]) is not new_table[key])
+        ):
+            changes.append(change(key, old_versions.get(key), new_versions.get(key)))
+    for key in old_texts:
+        if key not in new_texts:
+            changes.append(change(key, old_versions.get(key), None, removed=True))
     return tuple(changes)

@@ -74,6 +74,7 @@ def _check_source(source: str) -> None:
 
 
 def _sources(compiled: Ruleset) -> list[str]:
+    compiled.flags.compile_all()  # flags compile on first read: generate every read first
     by_code = {code: source for source, code in shapes().items()}
     return [by_code[f.run.__code__] for f in compiled.flags.values() if f.run is not None]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -172,8 +173,14 @@ BAD_PAYLOADS: list[tuple[str, Mutation, str]] = [
 ]  # fmt: skip
 
 
+def _rejects(path: str) -> bool:
+    """Errors at these paths reject the whole document; inside a flag they isolate it."""
+    return not re.match(r"flags\[\d+\]\.(?!key$)", path)
+
+
 class TestSchemaErrors:
-    """A document failing the schema is rejected whole, every error naming its JSON path."""
+    """A document whose shape fails the schema is rejected whole, every error naming its
+    JSON path; a flag failing it inside is isolated with that path (checked lazily)."""
 
     def test_base_document_is_valid(self) -> None:
         """The document the bad payloads start from compiles without problems."""
@@ -185,11 +192,22 @@ class TestSchemaErrors:
         ("mutate", "path"), [pytest.param(m, p, id=name) for name, m, p in BAD_PAYLOADS]
     )
     def test_bad_payload(self, mutate: Mutation, path: str) -> None:
-        """The bad payload raises RulesetError listing its JSON path."""
+        """The bad payload raises RulesetError listing its JSON path, or (inside a flag)
+        isolates that flag alone: INVALID_FLAG, its path in ``problems``."""
         document = _base()
         mutate(document)
-        errors = _errors(document)
-        assert path in [p for p, _ in errors], errors
+        if _rejects(path):
+            errors = _errors(document)
+            assert path in [p for p, _ in errors], errors
+            return
+        compiled = compile_ruleset(document)
+        index = int(path[len("flags[") : path.index("]")])
+        key = document["flags"][index]["key"]
+        assert path in [p for p, _ in compiled.problems], compiled.problems
+        result = evaluate(compiled, key, EvaluationContext(user_id="u1"))
+        assert result.error_code == ErrorCode.INVALID_FLAG
+        others = [f["key"] for f in document["flags"] if f["key"] != key]
+        assert all(compiled.flags[k].error is None for k in others if k != "busy" or key != "a")
 
     def test_duplicate_segment_key(self) -> None:
         """Two segments with one key are rejected at the second."""
@@ -205,26 +223,27 @@ class TestSchemaErrors:
     def test_every_error_is_reported_in_path_order(self) -> None:
         """Errors across flags and segments are all listed, sorted by path."""
         document = _base()
-        setting(("flags", 0, "type"), "bad")(document)
+        setting(("flags", 0, "key"), "")(document)
         setting(("flags", 2, "key"), "")(document)
         deleting(("segments", 0, "key"))(document)
         errors = _errors(document)
         paths = [p for p, _ in errors]
-        assert {"flags[0].type", "flags[2].key", "segments[0].key"} <= set(paths)
+        assert {"flags[0].key", "flags[2].key", "segments[0].key"} <= set(paths)
 
     def test_error_message_names_paths(self) -> None:
         """The exception text carries the path and message; RulesetError is a ValueError."""
         document = _base()
-        deleting((*C1, "operator"))(document)
-        with pytest.raises(ValueError, match=r"flags\[3\]\.rules\[0\]\.conditions\[1\]\.operator"):
+        deleting(("segments", 0, "rules", 0, "conditions", 0, "operator"))(document)
+        with pytest.raises(ValueError, match=r"segments\[0\]\.rules\[0\]\.conditions\[0\]"):
             compile_ruleset(document)
 
     def test_serve_message_is_explained(self) -> None:
-        """A serve with both or neither target gets a readable message."""
+        """A serve with both or neither target gets a readable message (the flag isolated)."""
         document = _base()
         setting((*R0, "serve"), {})(document)
+        problems = compile_ruleset(document).problems
         assert ("flags[3].rules[0].serve", "must name exactly one of 'variation' or 'rollout'") in (
-            _errors(document)
+            problems
         )
 
 
@@ -502,9 +521,10 @@ class TestIncremental:
         return old, new
 
     def test_unchanged_flags_are_reused(self) -> None:
-        """Unchanged flags are the same objects; the changed one is recompiled."""
+        """Unchanged compiled flags are the same objects; the changed one is recompiled."""
         old, new = self._documents()
         first = compile_ruleset(old)
+        first.flags.compile_all()
         second = compile_ruleset(new, previous=first)
         for key in ("a", "c", "busy", "seg-user"):
             assert second.flags[key] is first.flags[key], key
@@ -531,6 +551,7 @@ class TestIncremental:
     def test_added_and_removed_flags(self) -> None:
         """New flags are compiled and removed ones disappear."""
         first = compile_ruleset(ruleset(boolean_flag("a"), boolean_flag("b")))
+        first.flags.compile_all()
         second = compile_ruleset(ruleset(boolean_flag("a"), boolean_flag("c")), previous=first)
         assert set(second.flags) == {"a", "c"}
         assert second.flags["a"] is first.flags["a"]
@@ -541,6 +562,7 @@ class TestIncremental:
         new = copy.deepcopy(old)
         new["segments"][0]["included"] = ["u2"]
         first = compile_ruleset(old)
+        first.flags.compile_all()
         second = compile_ruleset(new, previous=first)
         assert second.flags["seg-user"] is not first.flags["seg-user"]
         assert second.flags["a"] is first.flags["a"]
@@ -580,10 +602,15 @@ class TestIncremental:
         assert first.problems and second.problems == first.problems
 
     def test_changed_flags_are_still_validated(self) -> None:
-        """A changed flag that fails the schema rejects the document despite previous=."""
+        """A changed flag is validated despite previous=: isolated when its contents fail
+        the schema, the document rejected when its key does."""
         first = compile_ruleset(_base())
+        first.flags.compile_all()
         document = _base()
         document["flags"][0]["type"] = "bad"
+        second = compile_ruleset(document, previous=first)
+        assert [p for p, _ in second.problems] == ["flags[0].type"]
+        document["flags"][0]["key"] = ""
         with pytest.raises(RulesetError):
             compile_ruleset(document, previous=first)
 

@@ -775,6 +775,8 @@ def _ld_outcome(ld_flag: dict[str, Any], evaluation: dict[str, Any]) -> tuple[st
         ruleset = compile_ruleset({"schema_version": 1, "flags": [flag]})
     except RulesetError:
         return "schema-rejected", "null/object operands fail the ruleset schema"
+    if any(".values[" in path for path, _ in ruleset.problems):  # isolated by the schema
+        return "schema-rejected", "null/object operands fail the ruleset schema"
     context = EvaluationContext(user_id=evaluation["context"]["key"], attributes=custom)
     result = evaluate(ruleset, "ld", context)
     expect = evaluation["expect"]
@@ -853,7 +855,7 @@ def test_launchdarkly_operator_summary() -> None:
     assert counts == {
         "pass": 380,
         "invalid-operand": 50,  # LD: no match; phaseflag: the flag is INVALID_FLAG
-        "schema-rejected": 30,  # null/{} operands: the whole ruleset fails the schema
+        "schema-rejected": 30,  # null/{} operands fail the schema: the flag is isolated
         "numeric-string": 4,  # "99" lessThan 100 holds in phaseflag
         "semver-v-prefix": 2,  # "v2.0.0" == "2.0.0" in phaseflag
         "date-forms": 6,  # "2017-12-06" and "1512543600000" (epoch seconds) are dates

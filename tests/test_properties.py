@@ -368,7 +368,12 @@ def test_compile_survives_corrupted_documents(
             break
         node = child
     compiled = _compile_or_reject(json.loads(json.dumps(document)))
-    assert (compiled is None) == (_load_or_reject(json.dumps(document)) is None)
+    try:  # NaN/Infinity: a dict may hold them, JSON text may not (load rejects the text)
+        text = json.dumps(document, allow_nan=False)
+    except ValueError:
+        text = None
+    if text is not None:
+        assert (compiled is None) == (_load_or_reject(text) is None)
     if compiled is not None:
         for key in compiled.flags:
             _check_result(compiled, key, EvaluationContext("u1", attributes={"n": 1}))

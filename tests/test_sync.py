@@ -302,8 +302,8 @@ BAD_BODIES = {
     "not-an-object": b"[1, 2, 3]",
     "schema": to_bytes({"schema_version": 1, "flags": "nope"}),
     "wrong-schema-version": to_bytes({"schema_version": 9, "flags": []}),
-    "variation-type": to_bytes(
-        {"schema_version": 1, "flags": [{"key": "f", "type": "boolean", "variations": 3}]}
+    "flag-key-type": to_bytes(
+        {"schema_version": 1, "flags": [{"key": 3, "type": "boolean", "variations": []}]}
     ),
 }
 
