@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -67,6 +68,7 @@ class AsyncPhaseFlagClient:
         send_events: bool | None = None,
         session: requests.Session | None = None,
     ) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None  # where async listeners run
         self._client = PhaseFlagClient(
             base_url, api_key, polling_interval, event_flush_interval, event_batch_size,
             bootstrap_file, bootstrap_url, offline_mode, bootstrap=bootstrap, cache=cache,
@@ -95,7 +97,9 @@ class AsyncPhaseFlagClient:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the cache and start the background threads (in a worker thread); idempotent."""
+        """Load the cache and start the background threads (in a worker thread); idempotent.
+        ``async def`` listeners are awaited on this event loop."""
+        self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._client.start)
 
     async def wait_until_ready(self, timeout: float = 5.0) -> bool:
@@ -266,13 +270,32 @@ class AsyncPhaseFlagClient:
 
     def on(self, event: str, callback: Callable[..., Any]) -> Callable[[], None]:
         """Subscribe to ``ready``, ``change``, ``error`` or ``stale``; returns an unsubscribe
-        function. Callbacks run on the sync thread, not the event loop: use
-        ``loop.call_soon_threadsafe`` to reach it."""
-        return self._client.on(event, callback)
+        function. A plain callback runs on the sync thread; an ``async def`` callback is
+        awaited on the event loop running when ``on()`` or ``start()`` was called (its
+        exceptions are logged like a plain listener's)."""
+        return self._client.on(event, self._awaiting(callback))
 
     def on_flags_changed(self, callback: Callable[[dict[str, Any]], Any]) -> Callable[[], None]:
-        """Call ``callback(flags)`` after each applied change (on the sync thread)."""
-        return self._client.on_flags_changed(callback)
+        """Call ``callback(flags)`` after each applied change (on the sync thread; an
+        ``async def`` callback is awaited on the loop, as for ``on()``)."""
+        return self._client.on_flags_changed(self._awaiting(callback))
+
+    def _awaiting(self, callback: Callable[..., Any]) -> Callable[..., Any]:
+        """``callback``, or for a coroutine function a wrapper scheduling it on the loop."""
+        if not callable(callback) or not inspect.iscoroutinefunction(callback):
+            return callback
+        with contextlib.suppress(RuntimeError):  # on() called outside a running loop
+            self._loop = asyncio.get_running_loop()
+
+        def schedule(*args: Any) -> None:  # runs on the sync thread
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                raise RuntimeError("no running event loop to await an async listener on")
+            future = asyncio.run_coroutine_threadsafe(callback(*args), loop)
+            future.add_done_callback(_log_failure)
+
+        schedule.__qualname__ = getattr(callback, "__qualname__", "listener")
+        return schedule
 
     def status(self) -> ClientStatus:
         """An immutable health snapshot."""
@@ -282,3 +305,16 @@ class AsyncPhaseFlagClient:
     def ruleset(self) -> Ruleset:
         """The compiled ruleset currently served (immutable)."""
         return self._client.ruleset
+
+
+_log = logging.getLogger("phaseflag")
+
+
+def _log_failure(future: Any) -> None:
+    """Log an async listener's exception, as the sync thread does for a plain one."""
+    if not future.cancelled() and future.exception() is not None:
+        exc = future.exception()
+        _log.warning(
+            "phaseflag: an async listener raised; continuing",
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )

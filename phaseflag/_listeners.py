@@ -18,12 +18,16 @@ _log = logging.getLogger("phaseflag")
 class Listeners:
     """Callbacks per event name; copy-on-write so emitting takes no lock.
 
-    A raising callback is logged and never stops the others (or the sync thread).
+    A raising callback never stops the others (or the sync thread). Its first failure is
+    logged at WARNING with the traceback; later ones of the same callback are counted
+    (``failures``) and logged at DEBUG, so a listener that always raises cannot flood logs.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._callbacks: dict[str, tuple[Callable[..., Any], ...]] = {}
+        self._failed: dict[int, int] = {}  # id(callback) -> failures (callbacks are held)
+        self.failures = 0  # every listener failure so far
 
     def add(self, event: str, callback: Callable[..., Any]) -> Callable[[], None]:
         """Subscribe; returns a function that unsubscribes (safe to call twice)."""
@@ -53,8 +57,30 @@ class Listeners:
             try:
                 callback(*args)
             except Exception:
-                _log.exception("phaseflag: a %r listener raised; continuing", event)
+                self.failures += 1
+                count = self._failed.get(id(callback), 0) + 1
+                self._failed[id(callback)] = count
+                if count == 1:
+                    _log.warning(
+                        "phaseflag: the %r listener %s raised; continuing (later failures of "
+                        "this listener are counted and logged at DEBUG)",
+                        event,
+                        _name(callback),
+                        exc_info=True,
+                    )
+                else:
+                    _log.debug(
+                        "phaseflag: the %r listener %s raised again (%d times)",
+                        event,
+                        _name(callback),
+                        count,
+                        exc_info=True,
+                    )
 
     def reset_after_fork(self) -> None:
         """Re-create the lock in a forked child (the parent's may be held)."""
         self._lock = threading.Lock()
+
+
+def _name(callback: Callable[..., Any]) -> str:
+    return str(getattr(callback, "__qualname__", None) or type(callback).__qualname__)
