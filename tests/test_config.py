@@ -293,7 +293,7 @@ class TestStructuredOptionsFromEnvironment:
             ("PHASEFLAG_HEADERS", "[1, 2]"),
             ("PHASEFLAG_HEADERS", '{"X-Count": 3}'),
             ("PHASEFLAG_DEFAULT_CONTEXT", '{"plan": "pro"}'),
-            ("PHASEFLAG_DEFAULT_CONTEXT", '{"attributes": {"tags": ["a"]}}'),
+            ("PHASEFLAG_DEFAULT_CONTEXT", '{"attributes": {"tags": [["a"]]}}'),
         ],
     )
     def test_malformed_structured_env_names_the_variable(

@@ -269,9 +269,9 @@ class TestSchema:
             (b"[1]", "PARSE_ERROR"),
             (b'{"context": []}', "INVALID_CONTEXT"),
             (b'{"context": {"targetingKey": 5}}', "INVALID_CONTEXT"),
-            (b'{"context": {"targetingKey": "u", "tags": ["a"]}}', "INVALID_CONTEXT"),
+            (b'{"context": {"targetingKey": "u", "tags": [["a"]]}}', "INVALID_CONTEXT"),
         ],
-        ids=["bad-json", "not-object", "context-array", "numeric-key", "list-attribute"],
+        ids=["bad-json", "not-object", "context-array", "numeric-key", "nested-list-attribute"],
     )
     def test_bad_requests(self, server, spec, body: bytes, code: str):
         """Bad bodies and contexts are 400 evaluationFailure (single) and
