@@ -62,7 +62,7 @@ class Listeners:
                 self._failed[id(callback)] = count
                 if count == 1:
                     _log.warning(
-                        "phaseflag: the %r listener %s raised; continuing (later failures of "
+                        "phaseflag: a %r listener raised (%s); continuing (later failures of "
                         "this listener are counted and logged at DEBUG)",
                         event,
                         _name(callback),
@@ -70,7 +70,7 @@ class Listeners:
                     )
                 else:
                     _log.debug(
-                        "phaseflag: the %r listener %s raised again (%d times)",
+                        "phaseflag: a %r listener raised again (%s, %d times)",
                         event,
                         _name(callback),
                         count,
