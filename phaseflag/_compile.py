@@ -51,10 +51,24 @@ MAX_PREREQUISITE_DEPTH: Final = 16
 #: Deepest chain of segments referring to segments.
 MAX_SEGMENT_DEPTH: Final = 16
 
+
+def _finite_double(value: object) -> bool:
+    """A ``number`` value is a finite IEEE double: floats as they are, ints that convert
+    (a 401-digit integer overflows float() and would make every float read fail)."""
+    if type(value) is float:
+        return math.isfinite(value)
+    if type(value) is not int:
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 _TYPE_CHECKS: Final[Mapping[str, Any]] = {
     "boolean": lambda v: type(v) is bool,
     "string": lambda v: type(v) is str,
-    "number": lambda v: type(v) is int or (type(v) is float and math.isfinite(v)),
+    "number": _finite_double,
     "json": lambda v: isinstance(v, (dict, list)),
 }
 
@@ -456,7 +470,8 @@ def _build_flag(raw: dict[str, Any], text: str, segments: Mapping[str, Segment])
         if variation["key"] in variations:
             raise _Invalid(f".variations[{v}].key", f"duplicate variation {variation['key']!r}")
         if not fits(variation["value"]):
-            raise _Invalid(f".variations[{v}].value", f"value does not fit type {kind!r}")
+            why = " (a number must be a finite IEEE double)" if kind == "number" else ""
+            raise _Invalid(f".variations[{v}].value", f"value does not fit type {kind!r}{why}")
         if kind == "json" and json_depth_exceeds(variation["value"]):
             raise _Invalid(f".variations[{v}].value", "JSON value is nested too deeply")
         variations[variation["key"]] = variation["value"]

@@ -285,11 +285,16 @@ class TestParsing:
             load_ruleset(json.dumps(document))
 
     def test_huge_integers_do_not_crash(self) -> None:
-        """Integers beyond the float range are valid number values and operands."""
+        """A number value beyond the float range isolates its flag (a getter converting it
+        would raise OverflowError); as an operand it is still valid."""
         big = 10**400
         flag = number_flag("n", big, rules=[rule("score", "gt", [big], "value")])
         compiled = compile_ruleset(ruleset(flag))
-        assert evaluate(compiled, "n").value == big
+        result = evaluate(compiled, "n")
+        assert result.error_code == "INVALID_FLAG"
+        assert "finite IEEE double" in (result.error_message or "")
+        operand = number_flag("m", 1, rules=[rule("score", "gt", [big], "value")])
+        assert compile_ruleset(ruleset(operand)).flags["m"].error is None
 
 
 def _flag_with(**fields: Any) -> dict[str, Any]:
