@@ -121,3 +121,37 @@ def test_the_rows_of_issue_10() -> None:
         CLIENT.get_integer_details("over", 7)
     finally:
         CLIENT.clear_all_overrides()
+
+
+def test_all_flags_evaluates_against_one_ruleset_snapshot() -> None:
+    """all_flags() during ruleset swaps never mixes two versions: every flag of one result
+    comes from the same ruleset (issue 10, item 8)."""
+    import threading
+
+    from phaseflag import compile_ruleset
+
+    def version(v: int) -> Any:
+        flags = [flag(f"f{i}", "string", {"a": f"v{v}"}, serve="a") for i in range(20)]
+        return compile_ruleset(ruleset(*flags, version=v))
+
+    rulesets = [version(v) for v in range(1, 41)]
+    client = PhaseFlagClient("", bootstrap=ruleset(boolean_flag("x")))
+    stop = threading.Event()
+
+    def swap() -> None:
+        n = 0
+        while not stop.is_set():
+            client._store.swap(rulesets[n % len(rulesets)], "live", None)
+            n += 1
+
+    swapper = threading.Thread(target=swap, name="swapper", daemon=True)
+    swapper.start()
+    mixed = 0
+    try:
+        for _ in range(2000):
+            values = set(client.all_flags().values())
+            mixed += len(values) > 1
+    finally:
+        stop.set()
+        swapper.join(5.0)
+    assert mixed == 0
