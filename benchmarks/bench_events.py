@@ -217,8 +217,8 @@ def measure_throughput(server: Server, total: int) -> dict[str, Any]:
     assert transport is not None
     post = transport.post_events
 
-    def counting_post(payload: Any) -> None:
-        post(payload)
+    def counting_post(payload: Any, timeout: float | None = None) -> None:
+        post(payload, timeout)
         batches.append(len(payload["events"]))
 
     transport.post_events = counting_post  # type: ignore[method-assign]

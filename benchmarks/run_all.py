@@ -28,6 +28,8 @@ BENCHMARKS: list[tuple[str, str, list[str]]] = [
     ("bench_evaluation.py", "results_evaluation.json", ["--rounds", "10"]),
     ("compare_peers.py", "results_peers.json", ["--rounds", "5"]),
     ("bench_scale.py", "results_scale.json", ["--builds", "2"]),
+    ("bench_load.py", "results_load.json", ["--rounds", "1"]),
+    ("bench_prefork.py", "results_prefork.json", []),
     ("bench_threads.py", "results_threads.json", ["--seconds", "0.5"]),
     ("bench_events.py", "results_events.json", ["--events", "200000"]),
     ("bench_startup.py", "results_startup.json", ["--runs", "5"]),

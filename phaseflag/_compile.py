@@ -30,6 +30,7 @@ from ._operators import InvalidCondition, compile_condition
 from ._parse import (
     KNOWN,
     MAX_DOCUMENT_BYTES,
+    Summary,
     json_depth_exceeds,
     parse_document,
     split_document,
@@ -259,7 +260,8 @@ def _assemble(
     versions: dict[str, int] = {}
     graph: dict[str, tuple[str, ...]] = {}
     key_ok = checker("key")
-    for index, (text, value) in enumerate(items):
+    for index, (text, given) in enumerate(items):
+        value = given
         if value is KNOWN or text in old_keys:  # the text of one of the previous flags
             key = old_keys[text]
             old = old_compiled.get(key)
@@ -269,16 +271,22 @@ def _assemble(
             parents = old_graph.get(key)
             version = old_versions.get(key)
         else:
-            found = value.get("key") if type(value) is dict else None
+            if type(value) is dict:  # from compile_ruleset: a parsed flag
+                value = Summary(
+                    (value.get("key"), value.get("version"), value.get("prerequisites"))
+                )
+            found = value[0] if type(value) is Summary else None
             if type(found) is not str or not key_ok(found):
+                if type(value) is Summary:  # a bad key: validate what the text holds
+                    value = json.loads(text)
                 errors.extend(
                     e for e in validate_item("flag", value, index) if _is_shape_error(e[0], index)
                 )
                 continue
             key = found
-            named = value.get("prerequisites")
+            named = value[2]
             parents = _parents(named) if named else None
-            version = value.get("version")
+            version = value[1]
             if version is not None and (type(version) is not int or version < 0):
                 version = None
         if key in texts:

@@ -19,6 +19,7 @@ __all__ = [
     "MAX_DOCUMENT_BYTES",
     "MAX_JSON_DEPTH",
     "Split",
+    "Summary",
     "json_depth_exceeds",
     "parse_document",
     "split_document",
@@ -83,6 +84,15 @@ class _Known:
 
 
 KNOWN: Final = _Known()
+
+
+class Summary(tuple[Any, Any, Any]):
+    """What loading keeps of a decoded flag: (key, version, prerequisites), so the
+    parsed dict is dropped at once (its memory reused by the next flag's decode)."""
+
+    __slots__ = ()
+
+
 #: One element of ``flags``: its JSON text and its decoded value, or KNOWN when the
 #: text is one of ``known`` (recognised by comparison, not decoded).
 Split = tuple[str, Any]
@@ -173,12 +183,16 @@ def _split_array(text: str, i: int, known: Sequence[tuple[str, str]]) -> tuple[l
                     append((known[seen][0], KNOWN))
                     expect = seen + 1
                 else:
+                    if type(value) is dict:
+                        key = value.get("key")
+                        if type(key) is str:  # else kept whole, for the error messages
+                            value = Summary((key, value.get("version"), value.get("prerequisites")))
                     append((piece, value))
                     # A changed flag usually replaces the expected one; an inserted one not.
                     if (
                         candidate is not None
-                        and type(value) is dict
-                        and value.get("key") == known[expect][1]
+                        and type(value) is Summary
+                        and value[0] == known[expect][1]
                     ):
                         expect += 1
             mark = text[i]

@@ -5,8 +5,8 @@ Live clients are held weakly: ``atexit`` stops them (flushing events) and, after
 strategy). ``multiprocessing`` (and billiard, Celery's fork of it) ends its forked
 workers with ``os._exit``, which skips ``atexit``; their exit path runs
 ``multiprocessing.util``'s finalizers instead, so a worker registers one that stops
-the clients there. Before a fork, held rulesets are compiled and frozen out of the
-collector's reach, so preforked workers share their pages. The hooks are installed
+the clients there. Before a fork, ``gc.freeze()`` puts what is alive out of the
+collector's reach, so preforked workers share the ruleset's pages. The hooks are installed
 once, when the first client starts, never at import.
 """
 
@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 import weakref
-from typing import Any, Protocol
+from typing import Protocol
 
 __all__ = ["enable_debug_logging", "register", "unregister"]
 
@@ -29,9 +29,6 @@ _log = logging.getLogger("phaseflag")
 
 
 class _Client(Protocol):
-    @property
-    def ruleset(self) -> Any: ...
-
     def stop(self) -> None: ...
 
     def _after_fork_in_child(self) -> None: ...
@@ -135,24 +132,16 @@ share_with_children = True
 def _share_before_fork() -> None:
     """Let forked children (gunicorn --preload, Celery prefork) share the ruleset pages.
 
-    Every held flag is compiled first (a child compiling on first read would hold
-    a private copy), then ``gc.freeze()`` moves every object into the permanent
-    generation: the children's collections never visit them, so never write to
-    (and copy) the pages they live on. The parent stays frozen too: a collection
-    in a master that goes on forking would otherwise write to every page and copy
-    them away from the children already running (what was frozen is what was
-    alive at the fork, so this keeps at most that much garbage uncollected).
+    ``gc.freeze()`` moves every object into the permanent generation: the children's
+    collections never visit them, so never write to (and copy) the pages they live
+    on. The parent stays frozen too: a collection in a master that goes on forking
+    would otherwise write to every page and copy them away from the children already
+    running (what was frozen is what was alive at the fork, so this keeps at most
+    that much garbage uncollected). Flags are not compiled here: each child compiles
+    those it reads (``ruleset.flags.compile_all()`` in the master shares them all).
     """
-    if not share_with_children:
-        return
-    for client in list(_live):
-        try:
-            flags = client.ruleset.flags
-            if flags.pending():  # touching compiled flags would copy their pages away
-                flags.compile_all()
-        except Exception:  # never let a fork fail for this
-            _log.debug("phaseflag: could not compile before fork", exc_info=True)
-    gc.freeze()
+    if share_with_children:
+        gc.freeze()
 
 
 def _restart_all_in_child() -> None:

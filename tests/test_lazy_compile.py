@@ -128,7 +128,7 @@ def test_one_changed_flag_is_the_only_one_decoded() -> None:
     known = [(t, k) for k, t in before.flags.texts().items()]
     split = split_document(text, known)
     assert split is not None
-    decoded = [value["key"] for _, value in split[1] if value is not KNOWN]
+    decoded = [value[0] for _, value in split[1] if value is not KNOWN]
     assert decoded == ["f12"]
     after = load_ruleset(text, previous=before)
     assert evaluate(after, "f12").value is False and evaluate(after, "f13").value is True
