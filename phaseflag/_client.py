@@ -17,7 +17,6 @@ from contextvars import ContextVar
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from types import MethodType
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, overload
 
 from ._cache import Cache, cache_key
@@ -35,13 +34,14 @@ from ._config import (
 from ._errors import ConfigError, InvalidContextError, PhaseFlagError, RulesetError, TransportError
 from ._evaluation import evaluate_flag, not_found
 from ._events import EventProcessor, EventStats
-from ._hooks import Hook, check_hook, combine, run_hooks
+from ._hooks import Hook, check_hook, hooked_read, hooked_variation, route_getters
 from ._listeners import Listeners
 from ._loop import Loop
 from ._model import EMPTY_RULESET, Ruleset
 from ._oncelog import OnceLog
-from ._process import enable_debug_logging, register, unregister
+from ._process import enable_debug_logging, fresh_pools, register, unregister
 from ._reads import BOOLEAN, INTEGER, JSON, NUMBER, STRING, Kind, Misses, copy_json, private
+from ._remote import evaluate_remote
 from ._schema import MAX_DOCUMENT_BYTES
 from ._scope import RequestScope, Scope
 from ._store import RulesetStore
@@ -771,13 +771,7 @@ class PhaseFlagClient:
     ) -> EvaluationResult | None:
         """The full result (value, reason, variation key, rule id); None if the flag is unknown."""
         if hooks is not None:
-            hooked = self._hooked(None, flag_key, None, context, hooks)
-            code = hooked.error_code
-            if code in (ErrorCode.FLAG_NOT_FOUND, ErrorCode.NOT_READY) or (
-                code == ErrorCode.GENERAL and hooked.error_message is None  # a read that raised
-            ):
-                return None
-            return hooked
+            return hooked_variation(self, flag_key, context, hooks)
         result = self._read(flag_key, context)
         if result is None or result.error_code in (ErrorCode.FLAG_NOT_FOUND, ErrorCode.NOT_READY):
             return None
@@ -829,30 +823,7 @@ class PhaseFlagClient:
     ) -> EvaluationResult:
         """A read with hooks: the ``*_details`` result for ``kind`` between the hook stages
         (the typed value getters return its value: the same value they return without)."""
-        try:
-            hooks = combine(self._hooks, call_hooks)
-        except TypeError as exc:
-            self._warn_once(f"hooks:{exc}", "phaseflag: %s; the call's hooks are ignored", exc)
-            hooks = self._hooks
-        ruleset = self._store.ruleset
-        seen = context
-        scope = self._scopes.get() if self._scopes is not None else None
-        if scope is not None:
-            ruleset = scope.ruleset
-            seen = context if context is not None else scope.context
-        elif seen is None:
-            seen = self._default_context
-        return run_hooks(
-            self,
-            hooks,
-            flag_key,
-            "any" if kind is None else kind.name,
-            default,
-            seen,
-            None if ruleset is EMPTY_RULESET else ruleset.version,
-            lambda: self._typed_details(flag_key, default, context, kind),
-            self._warn_once,
-        )
+        return hooked_read(self, kind, flag_key, default, context, call_hooks)
 
     def get_boolean_details(
         self,
@@ -991,11 +962,7 @@ class PhaseFlagClient:
         """While client hooks exist, instance attributes shadow the getters with ones that
         always run them; without, the class's getters serve and test only their own
         ``hooks`` argument (so a client without hooks pays nothing for them)."""
-        for name, kind, shape in _GETTERS:
-            if self._hooks:
-                self.__dict__[name] = MethodType(_hooked_method(kind, shape), self)
-            else:
-                self.__dict__.pop(name, None)
+        route_getters(self)
 
     def request_context(self, context: EvaluationContext | None = None) -> RequestScope:
         """A ``with`` (or ``async with``) scope for one request: reads that pass no context
@@ -1085,37 +1052,7 @@ class PhaseFlagClient:
         returned with ``error_message`` saying the remote call failed; a 404 from
         the server is a FLAG_NOT_FOUND result.
         """
-        transport = self._transport
-        if transport is None:
-            return self._local_instead(
-                flag_key, ctx, "remote evaluation unavailable: HTTP disabled"
-            )
-        try:
-            wanted = EvaluationContext() if ctx is None else ctx
-            if self._default_context is not None:  # merged under ctx, as reads do
-                wanted = self._default_context.merge(wanted)
-            data = transport.evaluate(flag_key, wanted.to_dict())
-        except TransportError as exc:
-            if exc.status == 404:
-                return not_found(flag_key)
-            return self._local_instead(flag_key, ctx, f"remote evaluation failed: {exc}")
-        except Exception as exc:
-            return self._local_instead(flag_key, ctx, f"remote evaluation failed: {exc}")
-        return EvaluationResult(
-            flag_key=str(data.get("flag_key", flag_key)),
-            value=data.get("value"),
-            reason=str(data.get("reason", Reason.DEFAULT)),
-            variation_key=data.get("variation_key"),
-            rule_id=data.get("rule_id"),
-            error_code=data.get("error_code"),
-            error_message=data.get("error_message"),
-        )
-
-    def _local_instead(
-        self, flag_key: str, ctx: EvaluationContext | None, why: str
-    ) -> EvaluationResult:
-        """The local result standing in for a failed remote one, marked with ``why``."""
-        return replace(self._details(flag_key, None, ctx), error_message=f"{why}; local result")
+        return evaluate_remote(self, flag_key, ctx)
 
     def track_event(self, event: EvaluationEvent) -> None:
         """Queue an analytics event; O(1), never blocks or raises (see ``status()`` for drops)."""
@@ -1209,7 +1146,7 @@ class PhaseFlagClient:
         self._sync = None
         self._health = self._make_health()
         if self._session is not None:
-            _fresh_pools(self._session)
+            fresh_pools(self._session)
         if self._transport is not None:
             self._transport = self._make_transport()  # no I/O: the parent's pools are dropped
         if self._state is _State.RUNNING:
@@ -1222,81 +1159,3 @@ class PhaseFlagClient:
         if self._store.ruleset is EMPTY_RULESET:
             self._store.load_cache()
             self._fetch_bootstrap_url()
-
-
-def _fresh_pools(session: requests.Session) -> None:
-    """Give a user's session new, empty connection pools in a forked child: its pooled
-    sockets are the parent's. The old pools are dropped, not closed (closing takes locks a
-    parent's thread may hold)."""
-    for adapter in session.adapters.values():
-        init = getattr(adapter, "init_poolmanager", None)
-        if init is None:
-            continue
-        try:
-            init(
-                getattr(adapter, "_pool_connections", 10),
-                getattr(adapter, "_pool_maxsize", 10),
-                block=getattr(adapter, "_pool_block", False),
-            )
-            if isinstance(getattr(adapter, "proxy_manager", None), dict):
-                adapter.proxy_manager = {}  # type: ignore[attr-defined]
-        except Exception:
-            _log.debug("phaseflag: could not renew a session adapter after fork", exc_info=True)
-
-
-# -- the read paths a client is retyped to ----------------------------------------------------
-
-
-def _hooked_method(kind: Kind | None, shape: str) -> Callable[..., Any]:
-    """A getter with the public one's signature that always runs the client's hooks."""
-    if shape == "variation":
-
-        def get_variation(
-            self: PhaseFlagClient,
-            flag_key: str,
-            context: EvaluationContext | None = None,
-            hooks: Iterable[Hook] | None = None,
-        ) -> EvaluationResult | None:
-            return PhaseFlagClient.get_variation(self, flag_key, context, hooks or ())
-
-        return get_variation
-    if shape == "value":
-
-        def get_value(
-            self: PhaseFlagClient,
-            flag_key: str,
-            default: Any,
-            context: EvaluationContext | None = None,
-            hooks: Iterable[Hook] | None = None,
-        ) -> Any:
-            return self._hooked(kind, flag_key, default, context, hooks).value
-
-        return get_value
-
-    def get_details(
-        self: PhaseFlagClient,
-        flag_key: str,
-        default: Any,
-        context: EvaluationContext | None = None,
-        hooks: Iterable[Hook] | None = None,
-    ) -> EvaluationResult:
-        return self._hooked(kind, flag_key, default, context, hooks)
-
-    return get_details
-
-
-#: (getter name, value kind or None for any value, what it returns)
-_GETTERS: Final = (
-    ("get_boolean_value", BOOLEAN, "value"),
-    ("get_string_value", STRING, "value"),
-    ("get_integer_value", INTEGER, "value"),
-    ("get_float_value", NUMBER, "value"),
-    ("get_json_value", JSON, "value"),
-    ("get_boolean_details", BOOLEAN, "details"),
-    ("get_string_details", STRING, "details"),
-    ("get_integer_details", INTEGER, "details"),
-    ("get_float_details", NUMBER, "details"),
-    ("get_json_details", JSON, "details"),
-    ("get_details", None, "details"),
-    ("get_variation", None, "variation"),
-)

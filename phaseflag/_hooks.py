@@ -8,10 +8,13 @@ stage raises is logged once per hook, stage and exception type, then ignored.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from types import MethodType
 from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import PhaseFlagError
-from .types import EvaluationContext, EvaluationResult
+from ._model import EMPTY_RULESET
+from ._reads import BOOLEAN, INTEGER, JSON, NUMBER, STRING, Kind
+from .types import ErrorCode, EvaluationContext, EvaluationResult
 
 if TYPE_CHECKING:
     from ._client import PhaseFlagClient
@@ -161,3 +164,124 @@ def _call(hook: Hook, stage: str, warn: Warn, *args: Any) -> None:
             type(exc).__name__,
             exc,
         )
+
+
+def hooked_read(  # noqa: PLR0917 - the client's _hooked arguments, passed through
+    client: PhaseFlagClient,
+    kind: Kind | None,
+    flag_key: str,
+    default: Any,
+    context: EvaluationContext | None,
+    call_hooks: Iterable[Hook] | None,
+) -> EvaluationResult:
+    """A read with hooks: the ``*_details`` result for ``kind`` between the hook stages
+    (the typed value getters return its value: the same value they return without)."""
+    try:
+        hooks = combine(client._hooks, call_hooks)
+    except TypeError as exc:
+        client._warn_once(f"hooks:{exc}", "phaseflag: %s; the call's hooks are ignored", exc)
+        hooks = client._hooks
+    ruleset = client._store.ruleset
+    seen = context
+    scope = client._scopes.get() if client._scopes is not None else None
+    if scope is not None:
+        ruleset = scope.ruleset
+        seen = context if context is not None else scope.context
+    elif seen is None:
+        seen = client._default_context
+    return run_hooks(
+        client,
+        hooks,
+        flag_key,
+        "any" if kind is None else kind.name,
+        default,
+        seen,
+        None if ruleset is EMPTY_RULESET else ruleset.version,
+        lambda: client._typed_details(flag_key, default, context, kind),
+        client._warn_once,
+    )
+
+
+def hooked_variation(
+    client: PhaseFlagClient,
+    flag_key: str,
+    context: EvaluationContext | None,
+    hooks: Iterable[Hook],
+) -> EvaluationResult | None:
+    """``get_variation`` with hooks: None if the flag is unknown, not ready or the read raised."""
+    hooked = hooked_read(client, None, flag_key, None, context, hooks)
+    code = hooked.error_code
+    if code in (ErrorCode.FLAG_NOT_FOUND, ErrorCode.NOT_READY) or (
+        code == ErrorCode.GENERAL and hooked.error_message is None  # a read that raised
+    ):
+        return None
+    return hooked
+
+
+def route_getters(client: PhaseFlagClient) -> None:
+    """While client hooks exist, instance attributes shadow the getters with ones that
+    always run them; without, the class's getters serve and test only their own
+    ``hooks`` argument (so a client without hooks pays nothing for them)."""
+    for name, kind, shape in _GETTERS:
+        if client._hooks:
+            client.__dict__[name] = MethodType(_hooked_method(kind, shape), client)
+        else:
+            client.__dict__.pop(name, None)
+
+
+# -- the read paths a client is retyped to ----------------------------------------------------
+
+
+def _hooked_method(kind: Kind | None, shape: str) -> Callable[..., Any]:
+    """A getter with the public one's signature that always runs the client's hooks."""
+    if shape == "variation":
+
+        def get_variation(
+            self: PhaseFlagClient,
+            flag_key: str,
+            context: EvaluationContext | None = None,
+            hooks: Iterable[Hook] | None = None,
+        ) -> EvaluationResult | None:
+            return hooked_variation(self, flag_key, context, hooks or ())
+
+        return get_variation
+    if shape == "value":
+
+        def get_value(
+            self: PhaseFlagClient,
+            flag_key: str,
+            default: Any,
+            context: EvaluationContext | None = None,
+            hooks: Iterable[Hook] | None = None,
+        ) -> Any:
+            return hooked_read(self, kind, flag_key, default, context, hooks).value
+
+        return get_value
+
+    def get_details(
+        self: PhaseFlagClient,
+        flag_key: str,
+        default: Any,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
+    ) -> EvaluationResult:
+        return hooked_read(self, kind, flag_key, default, context, hooks)
+
+    return get_details
+
+
+#: (getter name, value kind or None for any value, what it returns)
+_GETTERS: Final = (
+    ("get_boolean_value", BOOLEAN, "value"),
+    ("get_string_value", STRING, "value"),
+    ("get_integer_value", INTEGER, "value"),
+    ("get_float_value", NUMBER, "value"),
+    ("get_json_value", JSON, "value"),
+    ("get_boolean_details", BOOLEAN, "details"),
+    ("get_string_details", STRING, "details"),
+    ("get_integer_details", INTEGER, "details"),
+    ("get_float_details", NUMBER, "details"),
+    ("get_json_details", JSON, "details"),
+    ("get_details", None, "details"),
+    ("get_variation", None, "variation"),
+)

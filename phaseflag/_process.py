@@ -21,9 +21,12 @@ import os
 import sys
 import threading
 import weakref
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["enable_debug_logging", "register", "unregister"]
+if TYPE_CHECKING:
+    import requests
+
+__all__ = ["enable_debug_logging", "fresh_pools", "register", "unregister"]
 
 _log = logging.getLogger("phaseflag")
 
@@ -152,3 +155,23 @@ def _restart_all_in_child() -> None:
             client._after_fork_in_child()
         except Exception:
             _log.exception("phaseflag: could not restart a client after fork")
+
+
+def fresh_pools(session: requests.Session) -> None:
+    """Give a user's session new, empty connection pools in a forked child: its pooled
+    sockets are the parent's. The old pools are dropped, not closed (closing takes locks a
+    parent's thread may hold)."""
+    for adapter in session.adapters.values():
+        init = getattr(adapter, "init_poolmanager", None)
+        if init is None:
+            continue
+        try:
+            init(
+                getattr(adapter, "_pool_connections", 10),
+                getattr(adapter, "_pool_maxsize", 10),
+                block=getattr(adapter, "_pool_block", False),
+            )
+            if isinstance(getattr(adapter, "proxy_manager", None), dict):
+                adapter.proxy_manager = {}  # type: ignore[attr-defined]
+        except Exception:
+            _log.debug("phaseflag: could not renew a session adapter after fork", exc_info=True)
