@@ -33,17 +33,19 @@ from ._config import (
 )
 from ._errors import ConfigError, InvalidContextError, PhaseFlagError, RulesetError, TransportError
 from ._evaluation import evaluate_flag, not_found
-from ._events import EventProcessor, EventStats
+from ._events import EventProcessor
+from ._health import client_status
 from ._hooks import Hook, check_hook, hooked_read, hooked_variation, route_getters
 from ._listeners import Listeners
 from ._loop import Loop
 from ._model import EMPTY_RULESET, Ruleset
 from ._oncelog import OnceLog
 from ._process import enable_debug_logging, fresh_pools, register, unregister
-from ._reads import BOOLEAN, INTEGER, JSON, NUMBER, STRING, Kind, Misses, copy_json, private
+from ._reads import BOOLEAN, INTEGER, JSON, NUMBER, STRING, Kind, Misses, private
 from ._remote import evaluate_remote
 from ._schema import MAX_DOCUMENT_BYTES
 from ._scope import RequestScope, Scope
+from ._snapshot import all_flags
 from ._store import RulesetStore
 from ._sync import Poller
 from ._value_changes import ValueTracker
@@ -898,45 +900,7 @@ class PhaseFlagClient:
         (the payload to embed in a page for browser code). Overrides apply. No exposure is
         counted and no hook runs: it is a snapshot, not a read. JSON-serialisable; never raises.
         """
-        out: dict[str, Any] = {}
-        try:
-            scope = self._scopes.get() if self._scopes is not None else None
-            ruleset = scope.ruleset if scope is not None else self._store.ruleset
-            if context is None:
-                values = scope.values if scope is not None else self._default_values
-            else:
-                values = self._context_values(context)
-            overrides = self._overrides
-            flags = ruleset.flags
-            if client_side_only:
-                keys = {key for key, flag in flags.items() if flag.client_side}
-            else:
-                keys = set(flags) | set(overrides)
-            version = None if ruleset is EMPTY_RULESET else ruleset.version
-            for key in sorted(keys):
-                result = overrides.get(key)
-                if result is None:
-                    flag = flags[key]
-                    result = flag.static or evaluate_flag(flag, values, ruleset)
-                if result.error_code is not None or result.value is None:
-                    continue
-                value = (
-                    copy_json(result.value)
-                    if isinstance(result.value, (dict, list))
-                    else result.value
-                )
-                if details:
-                    out[key] = {
-                        "value": value,
-                        "variation_key": result.variation_key,
-                        "reason": result.reason,
-                        "ruleset_version": version,
-                    }
-                else:
-                    out[key] = value
-        except Exception as exc:
-            self._warn_once("all_flags", "phaseflag: all_flags failed: %s", exc)
-        return out
+        return all_flags(self, context, details=details, client_side_only=client_side_only)
 
     # -- hooks, request scopes, value changes -----------------------------------------------
 
@@ -1095,33 +1059,7 @@ class PhaseFlagClient:
 
     def status(self) -> ClientStatus:
         """An immutable snapshot of readiness, data age, sync failures and event counters."""
-        now = time.time()
-        store = self._store
-        ruleset = store.ruleset
-        stats = self._events.stats() if self._events is not None else EventStats(0, 0, 0, 0)
-        store.check_staleness(now)
-        return ClientStatus(
-            state=self._state.value,
-            ready=self.is_ready,
-            ruleset_version=None if ruleset is EMPTY_RULESET else ruleset.version,
-            ruleset_source=store.source,
-            ruleset_age=None if store.confirmed_at is None else now - store.confirmed_at,
-            flag_count=len(ruleset.flags),
-            last_sync=store.last_sync,
-            consecutive_failures=store.failures,
-            last_error=store.last_error,
-            stale=store.stale,
-            events_sent=stats.sent,
-            events_dropped=stats.dropped + self._events_dropped_offline,
-            events_failed=stats.failed,
-            events_queued=stats.queued,
-            leader=self._leader(),
-        )
-
-    def _leader(self) -> bool | None:
-        if self._fleet_cache is None:
-            return None
-        return bool(getattr(self._sync, "leader", False))
+        return client_status(self)
 
     @property
     def ruleset(self) -> Ruleset:

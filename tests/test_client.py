@@ -983,7 +983,7 @@ class TestHealth:
     ) -> None:
         """Down longer than max_staleness: one stale event; the next good sync fires ready."""
         clock = FakeClock()
-        monkeypatch.setattr("phaseflag._client.time", types.SimpleNamespace(time=clock.time))
+        monkeypatch.setattr("phaseflag._health.time", types.SimpleNamespace(time=clock.time))
         monkeypatch.setattr("phaseflag._store.time", types.SimpleNamespace(time=clock.time))
         client = make(max_staleness=30)
         step = stepper(client)
