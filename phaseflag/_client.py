@@ -19,19 +19,14 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, overload
 
+from ._bootstrap import fetch_bootstrap_url, load_bootstrap
 from ._cache import Cache, cache_key
 from ._compile import compile_ruleset, load_ruleset
 from ._config import (
-    Settings,
-    check_types,
-    context_from_env,
     default_cache,
-    env_json_object,
-    fspath,
     redact,
-    resolve,
 )
-from ._errors import ConfigError, InvalidContextError, PhaseFlagError, RulesetError, TransportError
+from ._errors import InvalidContextError, TransportError
 from ._evaluation import evaluate_flag, not_found
 from ._events import EventProcessor
 from ._health import client_status
@@ -40,6 +35,7 @@ from ._listeners import Listeners
 from ._loop import Loop
 from ._model import EMPTY_RULESET, Ruleset
 from ._oncelog import OnceLog
+from ._options import resolve_options
 from ._process import enable_debug_logging, fresh_pools, register, unregister
 from ._reads import BOOLEAN, INTEGER, JSON, NUMBER, STRING, Kind, Misses, private
 from ._remote import evaluate_remote
@@ -168,14 +164,14 @@ class PhaseFlagClient:
         send_events: bool | None = None,
         session: requests.Session | None = None,
     ) -> None:
-        self._settings: Settings = resolve(
+        self._settings, headers, default_context = resolve_options(
             {
                 "base_url": base_url,
                 "api_key": api_key,
                 "polling_interval": polling_interval,
                 "event_flush_interval": event_flush_interval,
                 "event_batch_size": event_batch_size,
-                "bootstrap_file": fspath("bootstrap_file", bootstrap_file),
+                "bootstrap_file": bootstrap_file,
                 "bootstrap_url": bootstrap_url,
                 "offline_mode": offline_mode,
                 "max_event_queue_size": max_event_queue_size,
@@ -186,29 +182,16 @@ class PhaseFlagClient:
                 "send_events": send_events,
                 "verify": verify,
             },
-            key_optional=headers_factory is not None,
+            bootstrap_file=bootstrap_file,
+            default_context=default_context,
+            fallback=fallback,
+            headers=headers,
+            headers_factory=headers_factory,
+            proxies=proxies,
+            logger=logger,
+            cache=cache,
+            session=session,
         )
-        if default_context is not None and not isinstance(default_context, EvaluationContext):
-            raise ConfigError("default_context", "must be an EvaluationContext")
-        if fallback is not None and not callable(fallback):
-            raise ConfigError("fallback", "must be callable as fallback(flag_key, context)")
-        if headers_factory is not None and not callable(headers_factory):
-            raise ConfigError("headers_factory", "must be a callable returning a dict of headers")
-        if headers is None:
-            headers = env_json_object("headers")
-            if headers is not None and not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-            ):
-                raise ConfigError("PHASEFLAG_HEADERS", "names and values must be strings")
-        if default_context is None:
-            default_context = context_from_env()
-        check_types(headers=headers, proxies=proxies, logger=logger, cache=cache, session=session)
-        if self._settings.bootstrap_url and not self._settings.base_url:
-            raise ConfigError(
-                "bootstrap_url",
-                "needs HTTP, which base_url='' disables",
-                "use bootstrap_file or bootstrap= instead, or set base_url",
-            )
         self._log = logger or _log
         self._warn_once = OnceLog(self._log)
         if self._settings.debug:
@@ -372,29 +355,10 @@ class PhaseFlagClient:
         transport.post_events(payload, timeout)
 
     def _load_bootstrap(self, option: str, build: Callable[[], Ruleset]) -> None:
-        try:
-            ruleset = build()
-        except RulesetError as exc:
-            raise ConfigError(
-                option, f"is not a valid ruleset: {exc}", "run `phaseflag validate`"
-            ) from None
-        except OSError as exc:
-            raise ConfigError(
-                option, f"cannot be read: {exc.strerror or exc}", "check the path"
-            ) from None
-        self._store.swap(ruleset, "bootstrap", None)
+        load_bootstrap(self._store, option, build)
 
     def _fetch_bootstrap_url(self) -> None:
-        url = self._settings.bootstrap_url
-        if not url or self._transport is None or self._store.source == "live":
-            return
-        try:
-            ruleset = load_ruleset(self._transport.fetch_url(url))
-        except PhaseFlagError as exc:
-            self._log.warning("phaseflag: bootstrap_url could not be loaded: %s", exc)
-            self._listeners.emit("error", exc)
-            return
-        self._store.swap(ruleset, "bootstrap", None)
+        fetch_bootstrap_url(self)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
