@@ -228,7 +228,13 @@ class TestValuesView:
         session_id=st.one_of(st.none(), st.text(max_size=5)),
         attributes=st.dictionaries(
             st.sampled_from(["plan", "n", "user_id", "session_id", "x"]),
-            st.one_of(st.none(), st.text(max_size=3), st.integers(), st.floats(allow_nan=False), st.booleans()),
+            st.one_of(
+                st.none(),
+                st.text(max_size=3),
+                st.integers(),
+                st.floats(allow_nan=False),
+                st.booleans(),
+            ),
             max_size=5,
         ),
     )
