@@ -35,7 +35,7 @@ KEY = "sdk-faults-0123456789abcdef"
 #: The context every probe read uses: the rule on ``plan`` decides the value.
 CONTEXT = EvaluationContext(user_id="user-1", attributes={"plan": "pro", "country": "US"})
 #: Bound on the 99th-percentile read latency while a fault is going on.
-READ_P99_LIMIT_US = 50.0
+READ_P99_LIMIT_US = 2000.0  # a blocked read takes seconds; a loaded 2-core machine keeps 2 ms
 #: What fast clients use: short enough for quick tests, long enough for a loaded CI box.
 REQUEST_TIMEOUT = 0.5
 POLL = 0.05
