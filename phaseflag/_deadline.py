@@ -19,7 +19,16 @@ from typing import Any
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    LocationParseError,
+    NameResolutionError,
+    NewConnectionError,
+)
 from urllib3.poolmanager import PoolManager
+from urllib3.util.connection import allowed_gai_family
+
+from ._resolve import ResolveTimeout, resolve
 
 __all__ = ["Deadline", "DeadlineAdapter", "Watchdog", "adopt_session"]
 
@@ -169,7 +178,11 @@ class Watchdog:
 
 
 def _shut(conn: Any) -> None:
-    """Shut a connection's socket down, waking any thread blocked reading or writing it."""
+    """Shut a connection's socket down, waking any thread blocked connecting, reading or
+    writing it; an Event attached instead (a name lookup being waited for) is set."""
+    if isinstance(conn, threading.Event):
+        conn.set()
+        return
     # http.client drops conn.sock once a "Connection: close" response is under way; the
     # socket connect() made stays open under the response until the response is closed.
     sock = getattr(conn, "sock", None) or getattr(conn, "connected_sock", None)
@@ -190,21 +203,78 @@ class _AttachingPool:
         return super()._make_request(conn, *args, **kwargs)  # type: ignore[misc]
 
 
-class _RememberSocket:
-    """Mixin: keep the socket connect() made, for the watchdog (see ``_shut``)."""
+class _BoundedConnect(HTTPConnection):
+    """Resolve and connect within the request's Deadline (see ``_resolve``), and keep the
+    socket for the watchdog (see ``_shut``), which can then cut a connect short as well as
+    a read. Outside an SDK request (a user's own, on a session the SDK adopted) urllib3's
+    own connect runs unchanged."""
 
     connected_sock: Any = None
 
+    def _new_conn(self) -> socket.socket:
+        deadline: Deadline | None = getattr(_active, "deadline", None)
+        if deadline is None:
+            return super()._new_conn()
+        try:
+            return self._connect_within(deadline)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc
+        except (ResolveTimeout, TimeoutError) as exc:
+            raise ConnectTimeoutError(self, f"Connection to {self.host} timed out ({exc})") from exc
+        except OSError as exc:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
+
+    def _connect_within(self, deadline: Deadline) -> socket.socket:
+        host = self._dns_host.strip("[]")
+        try:
+            host.encode("idna")
+        except UnicodeError:
+            raise LocationParseError(f"'{host}', label empty or too long") from None
+        wake = threading.Event()
+        deadline.attach(wake)
+        addresses = resolve(
+            host, self.port, allowed_gai_family(), timeout=deadline.remaining(), wake=wake
+        )
+        error: OSError = OSError("getaddrinfo returned no address")
+        for family, kind, proto, _, address in addresses:
+            sock = socket.socket(family, kind, proto)
+            self.connected_sock = sock  # from here the watchdog can shut it
+            try:
+                if deadline.over:
+                    raise ResolveTimeout("the request was cut short before it connected")
+                for option in self.socket_options or ():
+                    sock.setsockopt(*option)
+                sock.settimeout(deadline.remaining())
+                if self.source_address:
+                    sock.bind(self.source_address)
+                sock.connect(address)
+                if deadline.over:
+                    raise ResolveTimeout("the request was cut short as it connected")
+            except ResolveTimeout:
+                sock.close()
+                raise
+            except OSError as exc:
+                sock.close()
+                error = exc
+                if deadline.over:
+                    break
+                continue
+            timeout = self.timeout  # urllib3's "default" sentinel leaves the socket's own
+            if timeout is None or isinstance(timeout, (int, float)):
+                sock.settimeout(timeout)
+            return sock
+        raise error
+
     def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        self.connected_sock = self.sock  # type: ignore[attr-defined]
+        super().connect()
+        self.connected_sock = self.sock
 
 
-class _HTTPConn(_RememberSocket, HTTPConnection):
+class _HTTPConn(_BoundedConnect, HTTPConnection):
     pass
 
 
-class _HTTPSConn(_RememberSocket, HTTPSConnection):
+class _HTTPSConn(_BoundedConnect, HTTPSConnection):
     pass
 
 
