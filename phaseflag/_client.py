@@ -33,7 +33,7 @@ from ._health import client_status
 from ._hooks import Hook, check_hook, hooked_read, hooked_variation, route_getters
 from ._listeners import Listeners
 from ._loop import Loop
-from ._model import EMPTY_RULESET, Ruleset
+from ._model import EMPTY_RULESET, Flag, Ruleset
 from ._oncelog import OnceLog
 from ._options import resolve_options
 from ._process import enable_debug_logging, fresh_pools, register, unregister
@@ -66,6 +66,8 @@ __all__ = ["PhaseFlagClient"]
 
 _log = logging.getLogger("phaseflag")
 _NO_VALUES: Final[Mapping[str, Any]] = {}
+# The read table while overrides or request scopes are in play: every lookup misses.
+_NO_TABLE: Final[dict[str, Flag]] = {}
 _STOP_TIMEOUT: Final = 1.0
 
 J = TypeVar("J", dict[str, Any], list[Any])
@@ -213,6 +215,8 @@ class PhaseFlagClient:
 
         self._state = _State.NEW
         self._overrides: dict[str, EvaluationResult] = {}
+        # The read path's lookup: the held ruleset's compiled flags (see _publish).
+        self._table: dict[str, Flag] = _NO_TABLE
         self._listeners = Listeners()
         self._store = RulesetStore(
             cache=store_cache,
@@ -222,6 +226,7 @@ class PhaseFlagClient:
             offline_mode=self._settings.offline_mode,
             max_staleness=self._settings.max_staleness,
             default_values=self._default_values if default_context is not None else None,
+            on_swap=self._publish,
         )
         self._events_dropped_offline = 0
         self._hooks: tuple[Hook, ...] = ()
@@ -249,6 +254,7 @@ class PhaseFlagClient:
         self._lifecycle_lock = threading.RLock()
         self._override_lock = threading.Lock()
         self._hook_lock = threading.Lock()
+        self._table_lock = threading.Lock()
 
     def _make_transport(self) -> Transport | None:
         s = self._settings
@@ -475,29 +481,36 @@ class PhaseFlagClient:
 
     def _resolve(self, flag_key: str, context: EvaluationContext | None) -> EvaluationResult:
         """The served result (counted when the flag tracks events); may raise on bad input."""
-        if self._scopes is not None:  # this client opened a request scope once
-            return self._resolve_scoped(flag_key, context)
-        ruleset = self._store.ruleset
-        # A flag not compiled yet is compiled by its first read (ruleset.flags.get).
-        flag = ruleset.table.get(flag_key) or ruleset.flags.get(flag_key)
-        if flag is None or self._overrides:  # one check for both rare cases
-            hit = self._overrides.get(flag_key)
-            if hit is not None:
-                return hit
-            if flag is None:
-                return self._missing(flag_key)
+        flag = self._table.get(flag_key)
+        if flag is None:  # overrides or scopes in play, not compiled yet, or unknown
+            return self._resolve_full(flag_key, context)
         result = flag.static
         if result is None:
-            values = self._values_for(context)
-            run = flag.run if type(values) is not ListValues else None  # lists: interpreter
-            result = run(values) if run is not None else evaluate_flag(flag, values, ruleset)
+            run = flag.run
+            if run is not None and type(context) is self._plain_type:
+                result = run(context._values)  # type: ignore[union-attr]
+            else:
+                result = self._evaluate(flag_key, context)
         if flag.track_events:
             self._count(flag_key, result)
         return result
 
-    def _resolve_scoped(self, flag_key: str, context: EvaluationContext | None) -> EvaluationResult:
-        """``_resolve`` aware of request scopes: a copy kept so that only clients that opened
-        a scope pay the ContextVar lookup. Tests prove the two agree."""
+    def _evaluate(self, flag_key: str, context: EvaluationContext | None) -> EvaluationResult:
+        """One flag of the held ruleset for any context, overrides and scopes aside (the
+        ruleset is read once, so the flag and its prerequisites come from one version)."""
+        ruleset = self._store.ruleset
+        flag = ruleset.flags.get(flag_key)
+        if flag is None:
+            return self._missing(flag_key)
+        if flag.static is not None:
+            return flag.static
+        values = self._values_for(context)
+        run = flag.run if type(values) is not ListValues else None  # lists: interpreter
+        return run(values) if run is not None else evaluate_flag(flag, values, ruleset)
+
+    def _resolve_full(self, flag_key: str, context: EvaluationContext | None) -> EvaluationResult:
+        """``_resolve`` when the read table cannot serve: overrides first, then the ruleset
+        pinned by a request scope (or the held one), compiling the flag on its first read."""
         overrides = self._overrides
         if overrides:
             hit = overrides.get(flag_key)
@@ -505,28 +518,31 @@ class PhaseFlagClient:
                 return hit
         scope = self._scopes.get() if self._scopes is not None else None
         if scope is None:
-            ruleset = self._store.ruleset
-            none_values = self._default_values
+            result = self._evaluate(flag_key, context)
+            flag = self._store.ruleset.table.get(flag_key)
         else:
             ruleset = scope.ruleset
-            none_values = scope.values
-        flag = ruleset.flags.get(flag_key)
-        if flag is None:
-            return self._missing(flag_key)
-        result = flag.static
-        if result is None:
-            if context is None:
-                values = none_values
-            elif type(context) is EvaluationContext and self._default_context is None:
-                values = context._values
+            flag = ruleset.flags.get(flag_key)
+            if flag is None:
+                return self._missing(flag_key)
+            static = flag.static
+            if static is None:
+                values = scope.values if context is None else self._values_for(context)
+                run = flag.run if type(values) is not ListValues else None
+                result = run(values) if run is not None else evaluate_flag(flag, values, ruleset)
             else:
-                values = self._context_values(context)
-            result = evaluate_flag(flag, values, ruleset)
-        if flag.track_events:
-            events = self._events
-            if events is not None:
-                events.count(flag_key, result.variation_key)
+                result = static
+        if flag is not None and flag.track_events:
+            self._count(flag_key, result)
         return result
+
+    def _publish(self) -> None:
+        """Point the read table at the held ruleset's compiled flags, or at an empty table
+        while overrides or request scopes need ``_resolve_full``; called after each change
+        to any of the three (the lock makes the last call see the latest state)."""
+        with self._table_lock:
+            direct = not self._overrides and self._scopes is None
+            self._table = self._store.ruleset.table if direct else _NO_TABLE
 
     def _count(self, flag_key: str, result: EvaluationResult) -> None:
         """Count one evaluation for the summary events (EventProcessor.count, inlined)."""
@@ -599,32 +615,24 @@ class PhaseFlagClient:
         if hooks is not None:  # the one test a read pays (client hooks: see add_hook)
             return cast(bool, self._hooked(BOOLEAN, flag_key, default, context, hooks).value)
         # _resolve(), inlined in the two hottest getters (a call costs as much as the rest
-        # of a read); tests/test_client_reads.py proves both getters equal to _resolve().
+        # of a read) for the two commonest flags: static, and generated with every result
+        # of this type. tests/test_client_reads.py proves both getters equal to _resolve().
         try:
-            ruleset = self._store.ruleset
-            flag = ruleset.table.get(flag_key)
-            if flag is not None and not self._overrides and self._scopes is None:
-                result: EvaluationResult | None = flag.static
-                if result is None:
-                    values: Mapping[str, Any]
-                    run = flag.run
-                    if type(context) is self._plain_type:
-                        values = context._values  # type: ignore[union-attr]
-                    else:
-                        values = self._values_for(context)
-                        if type(values) is ListValues:  # list attributes: the interpreter
-                            run = None
-                    if run is not None:
-                        result = run(values)
-                    else:
-                        result = evaluate_flag(flag, values, ruleset)
-                if flag.track_events and self._counts is not None:
-                    try:  # _count(), inlined: the counter exists after the first read
-                        next(self._counts[flag_key][result.variation_key])
-                    except KeyError:
-                        self._count(flag_key, result)
-            else:
-                result = self._resolve(flag_key, context)
+            flag = self._table.get(flag_key)
+            if flag is not None:
+                value = flag.fixed_bool
+                if value is not None:
+                    return value
+                run = flag.bool_run
+                if run is not None and type(context) is self._plain_type:
+                    result: EvaluationResult | None = run(context._values)  # type: ignore[union-attr]
+                    if flag.track_events and self._counts is not None:
+                        try:  # _count(), inlined: the counter exists after the first read
+                            next(self._counts[flag_key][result.variation_key])  # type: ignore[union-attr]
+                        except KeyError:
+                            self._count(flag_key, result)  # type: ignore[arg-type]
+                    return result.value  # type: ignore[union-attr, no-any-return]
+            result = self._resolve(flag_key, context)
         except Exception as exc:  # a read never raises: bad key type, bad context, a bug
             self._misses.read_failed(flag_key, exc)
             result = None
@@ -640,35 +648,27 @@ class PhaseFlagClient:
         hooks: Iterable[Hook] | None = None,
     ) -> str:
         """The flag's string value for ``context``, or ``default``."""
-        if hooks is not None:
+        if hooks is not None:  # the one test a read pays (client hooks: see add_hook)
             return cast(str, self._hooked(STRING, flag_key, default, context, hooks).value)
         # _resolve(), inlined in the two hottest getters (a call costs as much as the rest
-        # of a read); tests/test_client_reads.py proves both getters equal to _resolve().
+        # of a read) for the two commonest flags: static, and generated with every result
+        # of this type. tests/test_client_reads.py proves both getters equal to _resolve().
         try:
-            ruleset = self._store.ruleset
-            flag = ruleset.table.get(flag_key)
-            if flag is not None and not self._overrides and self._scopes is None:
-                result: EvaluationResult | None = flag.static
-                if result is None:
-                    values: Mapping[str, Any]
-                    run = flag.run
-                    if type(context) is self._plain_type:
-                        values = context._values  # type: ignore[union-attr]
-                    else:
-                        values = self._values_for(context)
-                        if type(values) is ListValues:  # list attributes: the interpreter
-                            run = None
-                    if run is not None:
-                        result = run(values)
-                    else:
-                        result = evaluate_flag(flag, values, ruleset)
-                if flag.track_events and self._counts is not None:
-                    try:  # _count(), inlined: the counter exists after the first read
-                        next(self._counts[flag_key][result.variation_key])
-                    except KeyError:
-                        self._count(flag_key, result)
-            else:
-                result = self._resolve(flag_key, context)
+            flag = self._table.get(flag_key)
+            if flag is not None:
+                value = flag.fixed_str
+                if value is not None:
+                    return value
+                run = flag.str_run
+                if run is not None and type(context) is self._plain_type:
+                    result: EvaluationResult | None = run(context._values)  # type: ignore[union-attr]
+                    if flag.track_events and self._counts is not None:
+                        try:  # _count(), inlined: the counter exists after the first read
+                            next(self._counts[flag_key][result.variation_key])  # type: ignore[union-attr]
+                        except KeyError:
+                            self._count(flag_key, result)  # type: ignore[arg-type]
+                    return result.value  # type: ignore[union-attr, no-any-return]
+            result = self._resolve(flag_key, context)
         except Exception as exc:  # a read never raises: bad key type, bad context, a bug
             self._misses.read_failed(flag_key, exc)
             result = None
@@ -905,6 +905,7 @@ class PhaseFlagClient:
             with self._hook_lock:
                 if self._scopes is None:
                     self._scopes = ContextVar(f"phaseflag-scope-{id(self):x}", default=None)
+                    self._publish()
         merged = context
         if self._default_context is not None:
             merged = self._default_context.merge(context)
@@ -946,17 +947,20 @@ class PhaseFlagClient:
         result = EvaluationResult(flag_key, value, Reason.OVERRIDE, variation_key="override")
         with self._override_lock:
             self._overrides = {**self._overrides, flag_key: result}
+        self._publish()
 
     def clear_override(self, flag_key: str) -> None:
         """Remove one override (no error if there was none)."""
         with self._override_lock:
             if flag_key in self._overrides:
                 self._overrides = {k: v for k, v in self._overrides.items() if k != flag_key}
+        self._publish()
 
     def clear_all_overrides(self) -> None:
         """Remove every override."""
         with self._override_lock:
             self._overrides = {}
+        self._publish()
 
     # -- listeners -------------------------------------------------------------------------------
 

@@ -148,6 +148,45 @@ class Flag:
     metadata: Mapping[str, Any] | None = None
     # "client_side": true: served by all_flags(client_side_only=True) (browser bootstrap).
     client_side: bool = False
+    # Derived (__post_init__), for the two hottest getters: the answer of a static flag that
+    # counts nothing, when it has the getter's type; and the generated read when every
+    # result it can return has that type (so its value needs no type check).
+    fixed_bool: bool | None = field(init=False, default=None, repr=False, compare=False)
+    fixed_str: str | None = field(init=False, default=None, repr=False, compare=False)
+    bool_run: Callable[[Values], EvaluationResult] | None = field(
+        init=False, default=None, repr=False, compare=False
+    )
+    str_run: Callable[[Values], EvaluationResult] | None = field(
+        init=False, default=None, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        static = self.static
+        if static is not None:
+            if not self.track_events:
+                value = static.value
+                if type(value) is bool:
+                    object.__setattr__(self, "fixed_bool", value)
+                elif type(value) is str:
+                    object.__setattr__(self, "fixed_str", value)
+            return
+        if self.run is not None:
+            kinds = {type(result.value) for result in self.served()}
+            if kinds == {bool}:
+                object.__setattr__(self, "bool_run", self.run)
+            elif kinds == {str}:
+                object.__setattr__(self, "str_run", self.run)
+
+    def served(self) -> Iterator[EvaluationResult]:
+        """Every result a read of this flag can return, prerequisites and static aside:
+        its targets, each rule's and the default's fixed result or rollout results."""
+        yield from self.targets.values()
+        for serve in (*(rule.serve for rule in self.rules), self.default):
+            if serve.result is not None:
+                yield serve.result
+            if serve.rollout is not None:
+                yield from serve.rollout.results
+                yield serve.rollout.no_key_result
 
     @property
     def source(self) -> dict[str, Any]:

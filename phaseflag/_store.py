@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._cache import Cache
@@ -44,8 +44,10 @@ class RulesetStore:
         offline_mode: bool,
         max_staleness: float | None,
         default_values: Mapping[str, Any] | None = None,
+        on_swap: Callable[[], None] | None = None,
     ) -> None:
         self.ruleset: Ruleset = EMPTY_RULESET
+        self._on_swap = on_swap  # told after each swap, under the swap lock
         self.source: str | None = None
         self.confirmed_at: float | None = None
         self.last_sync: float | None = None
@@ -129,6 +131,8 @@ class RulesetStore:
                 return False
             self.ruleset = ruleset
             self.source = source
+            if self._on_swap is not None:
+                self._on_swap()
         if self.confirmed_at is None or source == "live":
             self.confirmed_at = time.time()
         if source == "live" and raw is not None:

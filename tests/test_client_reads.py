@@ -27,6 +27,22 @@ FLAGS = [
     string_flag("colour", "blue", rules=[rule("n", "gt", [3], "off")], track_events=True),
     string_flag("static_s", "red"),
     boolean_flag("bad", rules=[rule("plan", "nope", ["x"], "on")]),
+    # The getters' precomputed answers: static untracked, generated untracked, targets.
+    boolean_flag("static_t", track_events=True),
+    string_flag("static_st", "green", track_events=True),
+    boolean_flag("paid_u", False, rules=[rule("plan", "in", ["pro"], "on")]),
+    boolean_flag("who", False, targets=[{"variation": "on", "user_ids": ["u1"]}]),
+    string_flag(
+        "split_s",
+        default={
+            "rollout": {
+                "variations": [
+                    {"variation": "value", "weight": 50},
+                    {"variation": "off", "weight": 50},
+                ]
+            }
+        },
+    ),
 ]
 KEYS = [f["key"] for f in FLAGS] + ["missing"]
 
@@ -104,3 +120,46 @@ def test_bad_key_types_never_raise() -> None:
     for key in ([], {}, None, 3):
         assert client.get_boolean_value(key, True) is True  # type: ignore[arg-type]
         assert client.get_string_value(key, "d") == "d"  # type: ignore[arg-type]
+
+
+def test_precomputed_answers_are_derived_from_the_flag() -> None:
+    """Flag.fixed_* holds a static untracked flag's answer of the getter's type; *_run is the
+    generated read when every result it can serve has that type; neither otherwise."""
+    import dataclasses
+
+    table = _client(None).ruleset.flags
+    assert table["static"].fixed_bool is True and table["static"].fixed_str is None
+    assert table["static_s"].fixed_str == "red" and table["static_s"].fixed_bool is None
+    assert table["off"].fixed_bool is False  # disabled: the off variation, static
+    assert table["static_t"].fixed_bool is None  # tracked: the read must count it
+    paid = table["paid_u"]
+    assert paid.run is not None and paid.bool_run is paid.run and paid.str_run is None
+    assert table["split_s"].str_run is table["split_s"].run is not None
+    assert table["needs"].bool_run is None  # prerequisites: the interpreter
+    assert dataclasses.replace(paid, run=None).bool_run is None  # derived again
+
+
+def test_read_table_follows_overrides_scopes_and_swaps() -> None:
+    """The getters' lookup table is the held ruleset's while nothing else is in play; an
+    override, a request scope or a new ruleset is seen by the very next read."""
+    client = _client(None)
+    pro = EvaluationContext("u9", attributes={"plan": "pro"})
+    get = client.get_boolean_value  # bound before any change: must see every change
+    assert get("paid_u", False, pro) is True and get("static", False) is True
+    client.set_override("paid_u", False)
+    client.set_override("static", False)
+    assert get("paid_u", True, pro) is False and get("static", True) is False
+    client._store.swap(_client(None).ruleset, "live", None)  # a swap keeps the overrides
+    assert get("paid_u", True, pro) is False
+    client.clear_all_overrides()
+    assert get("paid_u", False, pro) is True and get("static", False) is True
+    changed = [
+        boolean_flag("paid_u", False, rules=[rule("plan", "in", ["team"], "on")]),
+        boolean_flag("static", False),
+    ]
+    client._store.swap(PhaseFlagClient(base_url="", bootstrap=ruleset(*changed)).ruleset,
+                       "live", None)  # fmt: skip
+    assert get("paid_u", True, pro) is False and get("static", True) is False
+    with client.request_context(EvaluationContext(attributes={"plan": "team"})):
+        assert get("paid_u", False) is True  # the scope's context
+    assert get("paid_u", True, pro) is False  # outside: the plain read, scoped client

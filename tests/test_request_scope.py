@@ -256,7 +256,7 @@ EQUALITY_CONTEXTS = [
 
 @pytest.mark.parametrize("with_default_context", [False, True])
 def test_scoped_read_path_equals_the_plain_one(with_default_context: bool) -> None:
-    """_resolve_scoped (installed by the first request_context) is a copy of _resolve:
+    """_resolve_full (what reads take once request_context was used) agrees with _resolve:
     outside a scope, inside one with no context passed, and inside one with a context
     passed, every getter answers what a never-scoped client answers."""
     options: dict[str, Any] = {}
