@@ -1,6 +1,7 @@
 """AsyncPhaseFlagClient: the asyncio face of PhaseFlagClient, delegating to one inside it.
 
 Reads stay synchronous (local, never blocking); lifecycle and network calls are awaited.
+Hooks and request scopes are the inner client's (one mechanism for both faces).
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ import contextlib
 import inspect
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._cache import Cache
 from ._client import Fallback, PhaseFlagClient
+from ._hooks import Hook
 from ._model import Ruleset
+from ._scope import RequestScope
 from .types import ClientStatus, EvaluationContext, EvaluationEvent, EvaluationResult, JSONValue
 
 if TYPE_CHECKING:
@@ -30,14 +33,15 @@ class AsyncPhaseFlagClient:
     """PhaseFlagClient for asyncio applications: the same options, reads and listeners.
 
     Reads (``get_*``, ``all_flags``, overrides) are plain synchronous calls: they
-    evaluate locally in microseconds and never block the event loop, so call
-    them without ``await``. ``start()``, ``evaluate()``, ``flush_events()`` and
-    ``aclose()`` run the blocking work in a worker thread (``asyncio.to_thread``);
-    ``wait_until_ready()`` awaits the client's ``ready`` event without holding a
-    thread, so cancelling it is clean. Use ``async with`` to start and close it.
-    Safe to share between tasks and threads; the background sync thread is the
-    inner client's. Constructor arguments are those of PhaseFlagClient (and raise
-    the same ConfigError).
+    evaluate locally in microseconds and never block the event loop, so call them
+    without ``await``; hooks (``add_hook``, ``hooks=``) run inside them, and
+    ``async with client.request_context(ctx):`` scopes one request per task.
+    ``start()``, ``evaluate()``, ``flush_events()`` and ``aclose()`` run the blocking
+    work in a worker thread (``asyncio.to_thread``); ``wait_until_ready()`` awaits the
+    client's ``ready`` event without holding a thread, so cancelling it is clean. Use
+    ``async with`` to start and close it. Safe to share between tasks and threads; the
+    background sync thread is the inner client's. Constructor arguments are those of
+    PhaseFlagClient (and raise the same ConfigError).
     """
 
     def __init__(  # noqa: PLR0917 - positional order mirrors PhaseFlagClient
@@ -83,6 +87,7 @@ class AsyncPhaseFlagClient:
     def from_client(cls, client: PhaseFlagClient) -> AsyncPhaseFlagClient:
         """Wrap an existing PhaseFlagClient (shared with synchronous code)."""
         wrapper = cls.__new__(cls)
+        wrapper._loop = None
         wrapper._client = client
         return wrapper
 
@@ -164,85 +169,140 @@ class AsyncPhaseFlagClient:
     # -- reads (synchronous: local, never blocking) ---------------------------------------------
 
     def get_boolean_value(
-        self, flag_key: str, default: bool, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: bool,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> bool:
         """The flag's boolean value, or ``default``; see PhaseFlagClient."""
-        return self._client.get_boolean_value(flag_key, default, context)
+        return self._client.get_boolean_value(flag_key, default, context, hooks)
 
     def get_string_value(
-        self, flag_key: str, default: str, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: str,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> str:
         """The flag's string value, or ``default``."""
-        return self._client.get_string_value(flag_key, default, context)
+        return self._client.get_string_value(flag_key, default, context, hooks)
 
     def get_integer_value(
-        self, flag_key: str, default: int, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: int,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> int:
         """The flag's value as an int (a whole float counts), or ``default``."""
-        return self._client.get_integer_value(flag_key, default, context)
+        return self._client.get_integer_value(flag_key, default, context, hooks)
 
     def get_float_value(
-        self, flag_key: str, default: float, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: float,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> float:
         """The flag's numeric value as a float (an int counts), or ``default``."""
-        return self._client.get_float_value(flag_key, default, context)
+        return self._client.get_float_value(flag_key, default, context, hooks)
 
     @overload
     def get_json_value(
-        self, flag_key: str, default: J, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: J,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> J: ...
     @overload
     def get_json_value(
-        self, flag_key: str, default: JSONValue, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: JSONValue,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> JSONValue: ...
 
     def get_json_value(
-        self, flag_key: str, default: Any, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: Any,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> Any:
         """The flag's JSON object/array value (a private copy), or ``default``."""
-        return self._client.get_json_value(flag_key, default, context)
+        return self._client.get_json_value(flag_key, default, context, hooks)
 
     def get_variation(
-        self, flag_key: str, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult | None:
         """The full result, or None if the flag is unknown."""
-        return self._client.get_variation(flag_key, context)
+        return self._client.get_variation(flag_key, context, hooks)
 
     def get_details(
-        self, flag_key: str, default: Any, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: Any,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """Like ``get_variation`` but never None: on a miss the value is ``default``."""
-        return self._client.get_details(flag_key, default, context)
+        return self._client.get_details(flag_key, default, context, hooks)
 
     def get_boolean_details(
-        self, flag_key: str, default: bool, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: bool,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """The boolean result with reason and variation."""
-        return self._client.get_boolean_details(flag_key, default, context)
+        return self._client.get_boolean_details(flag_key, default, context, hooks)
 
     def get_string_details(
-        self, flag_key: str, default: str, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: str,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """The string result with reason and variation."""
-        return self._client.get_string_details(flag_key, default, context)
+        return self._client.get_string_details(flag_key, default, context, hooks)
 
     def get_integer_details(
-        self, flag_key: str, default: int, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: int,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """The integer result with reason and variation."""
-        return self._client.get_integer_details(flag_key, default, context)
+        return self._client.get_integer_details(flag_key, default, context, hooks)
 
     def get_float_details(
-        self, flag_key: str, default: float, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: float,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """The numeric result with reason and variation (value made a float)."""
-        return self._client.get_float_details(flag_key, default, context)
+        return self._client.get_float_details(flag_key, default, context, hooks)
 
     def get_json_details(
-        self, flag_key: str, default: Any, context: EvaluationContext | None = None
+        self,
+        flag_key: str,
+        default: Any,
+        context: EvaluationContext | None = None,
+        hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
         """The JSON result with reason and variation."""
-        return self._client.get_json_details(flag_key, default, context)
+        return self._client.get_json_details(flag_key, default, context, hooks)
 
     def all_flags(
         self,
@@ -253,6 +313,32 @@ class AsyncPhaseFlagClient:
     ) -> dict[str, Any]:
         """Every flag evaluated for one context (JSON-serialisable); see PhaseFlagClient."""
         return self._client.all_flags(context, details=details, client_side_only=client_side_only)
+
+    # -- hooks, request scopes ------------------------------------------------------------------
+
+    def add_hook(self, hook: Hook) -> Callable[[], None]:
+        """Run ``hook`` around every read (of this client and of ``sync_client``: they are
+        one client); returns a function that removes it. Stages are called synchronously
+        inside the read, on the task's thread; ``ctx.client`` is ``sync_client``."""
+        return self._client.add_hook(hook)
+
+    def request_context(self, context: EvaluationContext | None = None) -> RequestScope:
+        """An ``async with`` scope for one request: reads that pass no context use
+        ``context`` (over ``default_context``), and every read inside sees the ruleset
+        held when the scope was entered. Per asyncio task (a task created inside inherits
+        the scope); see PhaseFlagClient.request_context. Plain ``with`` works too."""
+        return self._client.request_context(context)
+
+    def on_flag_value_change(
+        self,
+        flag_key: str,
+        context: EvaluationContext | None,
+        callback: Callable[[Any, Any], Any],
+    ) -> Callable[[], None]:
+        """Call ``callback(old, new)`` when ``flag_key``'s value for ``context`` changes after
+        a ruleset update (an ``async def`` callback is awaited on the loop, as for ``on()``);
+        returns the unsubscribe function. See PhaseFlagClient.on_flag_value_change."""
+        return self._client.on_flag_value_change(flag_key, context, self._awaiting(callback))
 
     # -- overrides, listeners, health -----------------------------------------------------------
 
@@ -292,9 +378,25 @@ class AsyncPhaseFlagClient:
             if loop is None or loop.is_closed():
                 raise RuntimeError("no running event loop to await an async listener on")
             future = asyncio.run_coroutine_threadsafe(callback(*args), loop)
-            future.add_done_callback(_log_failure)
+            future.add_done_callback(log_failure)
 
-        schedule.__qualname__ = getattr(callback, "__qualname__", "listener")
+        name = getattr(callback, "__qualname__", "listener")
+        warn = self._client._warn_once
+
+        def log_failure(future: Any) -> None:
+            """Log an async listener's exception once per listener and exception type."""
+            if future.cancelled() or future.exception() is None:
+                return
+            exc = future.exception()
+            warn(
+                f"async-listener:{name}:{type(exc).__name__}",
+                "phaseflag: async listener %s raised %s: %s; continuing (logged once)",
+                name,
+                type(exc).__name__,
+                exc,
+            )
+
+        schedule.__qualname__ = name
         return schedule
 
     def status(self) -> ClientStatus:
@@ -305,16 +407,3 @@ class AsyncPhaseFlagClient:
     def ruleset(self) -> Ruleset:
         """The compiled ruleset currently served (immutable)."""
         return self._client.ruleset
-
-
-_log = logging.getLogger("phaseflag")
-
-
-def _log_failure(future: Any) -> None:
-    """Log an async listener's exception, as the sync thread does for a plain one."""
-    if not future.cancelled() and future.exception() is not None:
-        exc = future.exception()
-        _log.warning(
-            "phaseflag: an async listener raised; continuing",
-            exc_info=(type(exc), exc, exc.__traceback__),
-        )

@@ -2,7 +2,8 @@
 
 The stages and their names follow OpenFeature's Python SDK: ``before``, ``after``,
 ``error``, ``finally_after``. A hook can never change a read's result: whatever a
-stage raises is logged once per hook, stage and exception type, then ignored.
+stage raises is logged once per hook, stage and exception type (through the client's
+``OnceLog``), then ignored.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import PhaseFlagError
 from ._model import EMPTY_RULESET
+from ._oncelog import OnceLog
 from ._reads import BOOLEAN, INTEGER, JSON, NUMBER, STRING, Kind
 from .types import ErrorCode, EvaluationContext, EvaluationResult
 
@@ -95,9 +97,6 @@ class Hook:
         """Called last, whatever happened."""
 
 
-Warn = Callable[..., None]
-
-
 def check_hook(hook: object) -> Hook:
     """``hook`` if it has every stage as a method; TypeError naming the missing ones otherwise."""
     missing = [stage for stage in _STAGES if not callable(getattr(hook, stage, None))]
@@ -125,12 +124,12 @@ def run_hooks(  # noqa: PLR0917 - the client's one call site passes them all
     context: EvaluationContext | None,
     ruleset_version: int | None,
     evaluate: Callable[[], EvaluationResult],
-    warn: Warn,
+    warn: OnceLog,
 ) -> EvaluationResult:
     """Run ``evaluate()`` between the hooks' stages; the result is evaluate()'s, whatever they do.
 
     ``before`` runs in registration order, ``after``/``error``/``finally_after`` in
-    reverse (like OpenFeature). ``warn(key, message, *args)`` logs once per key.
+    reverse (like OpenFeature). ``warn`` is the client's OnceLog (one line per key).
     """
     pairs = [
         (hook, HookContext(client, flag_key, kind, default, context, ruleset_version))
@@ -152,7 +151,7 @@ def run_hooks(  # noqa: PLR0917 - the client's one call site passes them all
     return result
 
 
-def _call(hook: Hook, stage: str, warn: Warn, *args: Any) -> None:
+def _call(hook: Hook, stage: str, warn: OnceLog, *args: Any) -> None:
     try:
         getattr(hook, stage)(*args)
     except Exception as exc:

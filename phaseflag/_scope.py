@@ -8,7 +8,7 @@ opens a scope pays one attribute test per read, one that does pays one ``Context
 
 from __future__ import annotations
 
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ __all__ = ["RequestScope", "Scope"]
 class Scope:
     """What reads inside one ``request_context`` see: the pinned ruleset and the context."""
 
-    __slots__ = ("context", "ruleset", "values")
+    __slots__ = ("context", "outer", "ruleset", "values")
 
     def __init__(
         self, ruleset: Ruleset, context: EvaluationContext | None, values: Mapping[str, Any]
@@ -31,6 +31,7 @@ class Scope:
         self.ruleset = ruleset
         self.context = context  # merged over the client's default_context; None if neither
         self.values = values  # context's evaluation values, as reads that pass none use them
+        self.outer: Scope | None = None  # the scope this one is nested in, restored on exit
 
 
 class RequestScope:
@@ -38,23 +39,26 @@ class RequestScope:
 
     Entering pins the ruleset held at that moment; a nested scope pins its own.
     ``__enter__`` returns the scope's context (None when neither ``ctx`` nor a
-    ``default_context`` was given).
+    ``default_context`` was given). One object may be entered by several threads or
+    tasks at once: what to restore on exit is kept in the entered scope (in the
+    ContextVar), not on this object.
     """
 
-    __slots__ = ("_scope", "_tokens", "_var")
+    __slots__ = ("_scope", "_var")
 
     def __init__(self, var: ContextVar[Scope | None], scope_factory: Any) -> None:
         self._var = var
         self._scope = scope_factory
-        self._tokens: list[Token[Scope | None]] = []
 
     def __enter__(self) -> EvaluationContext | None:
         scope: Scope = self._scope()
-        self._tokens.append(self._var.set(scope))
+        scope.outer = self._var.get()
+        self._var.set(scope)
         return scope.context
 
     def __exit__(self, *exc_info: object) -> None:
-        self._var.reset(self._tokens.pop())
+        scope = self._var.get()
+        self._var.set(scope.outer if scope is not None else None)
 
     async def __aenter__(self) -> EvaluationContext | None:
         return self.__enter__()

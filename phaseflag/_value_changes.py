@@ -3,7 +3,8 @@
 Each subscription remembers the value it last reported. After every applied ruleset
 change the value is evaluated again (purely: no exposure counted, no hooks) against
 the new ruleset, and the callback runs only when it differs. Callbacks run on the
-thread that applied the change (the sync thread), like the ``change`` listeners.
+thread that applied the change (the sync thread), like the ``change`` listeners; one
+that raises is logged once per callback and exception type, then ignored.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from typing import Any
 
 from ._evaluation import evaluate_flag
 from ._model import Ruleset
+from ._oncelog import OnceLog
 
 __all__ = ["ValueTracker", "value_in"]
 
-_log = logging.getLogger("phaseflag")
+#: Used when the client passes none (its own OnceLog, with its logger, is preferred).
+_WARN = OnceLog(logging.getLogger("phaseflag"))
 
 ValueCallback = Callable[[Any, Any], Any]
 
@@ -54,7 +57,8 @@ class _Subscription:
 class ValueTracker:
     """The client's value-change subscriptions (copy-on-write list; updates on one thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, warn: OnceLog | None = None) -> None:
+        self._warn = warn if warn is not None else _WARN
         self._subs: tuple[_Subscription, ...] = ()
         self._lock = threading.Lock()
         self.listening = False  # the client's "change" listener that drives this is added
@@ -90,9 +94,16 @@ class ValueTracker:
             sub.last = new
             try:
                 sub.callback(old, new)
-            except Exception:
-                _log.exception(
-                    "phaseflag: value-change callback for flag %r raised (ignored)", sub.flag_key
+            except Exception as exc:
+                name = getattr(sub.callback, "__qualname__", type(sub.callback).__name__)
+                self._warn(
+                    f"value-change:{sub.flag_key}:{name}:{type(exc).__name__}",
+                    "phaseflag: value-change callback %s for flag %r raised %s: %s "
+                    "(ignored; logged once)",
+                    name,
+                    sub.flag_key,
+                    type(exc).__name__,
+                    exc,
                 )
 
     def reset_after_fork(self) -> None:

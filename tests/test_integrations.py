@@ -263,6 +263,44 @@ class TestASGI:
         assert asyncio.run(main()) == [["u1", "u1"], ["u2", "u2"]]
         assert client.get_string_value("who", "?") == "x"
 
+    def test_async_client_with_its_scope(self) -> None:
+        """The middleware takes an AsyncPhaseFlagClient (started in the app's lifespan):
+        its reads use the request's context and one ruleset across a swap."""
+        from contextlib import asynccontextmanager
+
+        from fastapi import FastAPI
+        from starlette.testclient import TestClient
+
+        from phaseflag import AsyncPhaseFlagClient
+        from phaseflag.integrations.asgi import PhaseFlagMiddleware
+
+        flags = AsyncPhaseFlagClient(base_url="", api_key="", bootstrap=doc(1, "legacy"))
+
+        @asynccontextmanager
+        async def lifespan(app: Any) -> Any:
+            async with flags:
+                yield
+
+        api = FastAPI(lifespan=lifespan)
+        api.add_middleware(
+            PhaseFlagMiddleware,
+            client=flags,
+            context=lambda request: user_context(request.headers.get("x-user")),
+        )
+
+        @api.get("/read")
+        async def read() -> dict[str, str]:
+            first = flags.get_string_value("flow", "?")
+            swap(flags.sync_client, "new")
+            return {"who": flags.get_string_value("who", "?"), "first": first,
+                    "second": flags.get_string_value("flow", "?")}  # fmt: skip
+
+        with TestClient(api) as http:
+            assert http.get("/read", headers={"x-user": "u2"}).json() == {
+                "who": "u2", "first": "legacy", "second": "legacy"
+            }  # fmt: skip
+            assert http.get("/read").json() == {"who": "x", "first": "new", "second": "new"}
+
     def test_lifespan_passes_through(self, app: Any) -> None:
         """Non-HTTP scopes (lifespan) reach the app untouched."""
         from starlette.testclient import TestClient

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -156,6 +157,70 @@ class TestRequestContext:
             client.get_boolean_value("checkout", False, hooks=[Grab()])
         assert seen == [(PRO, 1)]
 
+    def test_overrides_are_not_pinned(self, client: PhaseFlagClient) -> None:
+        """The documented decision (docs/hooks.md, "Overrides inside a scope"): the scope
+        pins context and ruleset, not overrides. An override set or cleared mid-scope,
+        here from another thread, applies from the next read inside the scope; clearing
+        it reveals the scope's pinned ruleset, not the one that landed meanwhile."""
+        with client.request_context(PRO):
+            assert client.get_string_value("flow", "?") == "legacy"
+            swap(client, doc(2, new_flow=True))
+            setter = threading.Thread(target=client.set_override, args=("flow", "forced"))
+            setter.start()
+            setter.join()
+            assert client.get_string_value("flow", "?") == "forced"
+            assert client.get_string_details("flow", "?").reason == "override"
+            assert client.all_flags()["flow"] == "forced"
+            client.clear_override("flow")
+            assert client.get_string_value("flow", "?") == "legacy"  # still version 1
+            assert client.all_flags()["flow"] == "legacy"
+        assert client.get_string_value("flow", "?") == "new"
+
+    def test_one_scope_object_entered_by_many_threads_and_tasks(
+        self, client: PhaseFlagClient
+    ) -> None:
+        """A RequestScope kept and entered concurrently (a module-level scope object, say)
+        restores each thread's and task's own outer scope on exit, whatever the exit order."""
+        shared = client.request_context(EvaluationContext(user_id="u1"))
+        barrier = threading.Barrier(4, timeout=30)
+
+        def thread_request(i: int) -> list[str]:
+            seen = []
+            with client.request_context(EvaluationContext(user_id="u2")):
+                with shared:
+                    barrier.wait()  # all four threads inside ``shared`` at once
+                    seen.append(client.get_string_value("who", "?"))
+                    if i % 2:
+                        barrier.wait()  # odd threads exit after even ones
+                seen.append(client.get_string_value("who", "?"))  # back in the outer scope
+                if not i % 2:
+                    barrier.wait()
+            seen.append(client.get_string_value("who", "?"))
+            return seen
+
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(thread_request, range(4))) == [["u1", "u2", "x"]] * 4
+
+        async def task_request(entered: asyncio.Event, leave: asyncio.Event) -> list[str]:
+            async with shared:
+                entered.set()
+                await leave.wait()
+                inside = client.get_string_value("who", "?")
+            return [inside, client.get_string_value("who", "?")]
+
+        async def main() -> list[list[str]]:
+            a_in, b_in, a_out, b_out = (asyncio.Event() for _ in range(4))
+            a = asyncio.create_task(task_request(a_in, a_out))
+            await a_in.wait()
+            b = asyncio.create_task(task_request(b_in, b_out))
+            await b_in.wait()
+            a_out.set()  # the first in leaves first
+            first = await a
+            b_out.set()
+            return [first, await b]
+
+        assert asyncio.run(main()) == [["u1", "x"], ["u1", "x"]]
+
 
 class TestValueChange:
     def test_callback_gets_old_and_new_only_when_the_value_changes(
@@ -192,9 +257,13 @@ class TestValueChange:
 
         client.on_flag_value_change("flow", None, bad)
         client.on_flag_value_change("flow", None, lambda o, n: calls.append(n))
-        swap(client, doc(2, new_flow=True))
-        assert calls == ["new"]
-        assert any("value-change callback" in r.getMessage() for r in caplog.records)
+        with caplog.at_level(logging.WARNING, logger="phaseflag"):
+            for version in range(2, 6):
+                swap(client, doc(version, new_flow=version % 2 == 0))
+        assert calls == ["new", "legacy", "new", "legacy"]
+        lines = [r.getMessage() for r in caplog.records if "value-change" in r.getMessage()]
+        assert len(lines) == 1, lines  # once, not once per change
+        assert "bad" in lines[0] and "listener bug" in lines[0] and "'flow'" in lines[0]
 
     def test_no_exposure_counted(self) -> None:
         """Tracking evaluates purely: no evaluation summaries are counted for it."""

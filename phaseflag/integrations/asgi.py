@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import HTTPConnection
 
 if TYPE_CHECKING:
+    from .._async import AsyncPhaseFlagClient
     from .._client import PhaseFlagClient
     from ..types import EvaluationContext
 
@@ -38,7 +39,7 @@ class PhaseFlagMiddleware:
     def __init__(
         self,
         app: Callable[[Scope, Receive, Send], Awaitable[None]],
-        client: PhaseFlagClient,
+        client: PhaseFlagClient | AsyncPhaseFlagClient,
         context: Callable[[HTTPConnection], EvaluationContext | None] | None = None,
     ) -> None:
         self.app = app

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 if TYPE_CHECKING:
+    from .._async import AsyncPhaseFlagClient
     from .._client import PhaseFlagClient
     from ..types import EvaluationContext
 
@@ -26,7 +27,8 @@ __all__ = ["make_middleware"]
 
 
 def make_middleware(
-    client: PhaseFlagClient, context: Callable[[Any], EvaluationContext | None] | None = None
+    client: PhaseFlagClient | AsyncPhaseFlagClient,
+    context: Callable[[Any], EvaluationContext | None] | None = None,
 ) -> type:
     """A Django middleware class opening ``client.request_context(context(request))`` per
     request (``context`` None: the client's ``default_context`` only)."""

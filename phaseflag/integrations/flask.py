@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import flask
 
 if TYPE_CHECKING:
+    from .._async import AsyncPhaseFlagClient
     from .._client import PhaseFlagClient
     from .._scope import RequestScope
     from ..types import EvaluationContext
@@ -29,7 +30,7 @@ _KEY = "_phaseflag_scopes"
 
 def init_app(
     app: flask.Flask,
-    client: PhaseFlagClient,
+    client: PhaseFlagClient | AsyncPhaseFlagClient,
     context: Callable[[flask.Request], EvaluationContext | None] | None = None,
 ) -> None:
     """Open ``client.request_context(context(request))`` before each request of ``app``
