@@ -8,7 +8,7 @@ stage raises is logged once per hook, stage and exception type (through the clie
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from types import MethodType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -21,7 +21,7 @@ from .types import ErrorCode, EvaluationContext, EvaluationResult
 if TYPE_CHECKING:
     from ._client import PhaseFlagClient
 
-__all__ = ["EvaluationError", "Hook", "HookContext", "run_hooks"]
+__all__ = ["EvaluationError", "Hook", "HookContext", "hooked_read", "run_hooks"]
 
 _STAGES: Final = ("before", "after", "error", "finally_after")
 
@@ -81,7 +81,9 @@ class Hook:
     the read served a flag value, or ``error`` with an :class:`EvaluationError` when it
     fell back to the default (flag missing, wrong type, not ready, ...); and always
     ``finally_after`` with the result. Stages run on the reading thread, so keep them
-    quick; results are shared, do not mutate their values.
+    quick; results are shared, do not mutate their values. A read looks a hook's stages
+    up when the hook is added (or, for ``hooks=``, per read) and skips the ones a
+    subclass did not override.
     """
 
     def before(self, ctx: HookContext) -> None:
@@ -108,61 +110,87 @@ def check_hook(hook: object) -> Hook:
     return hook  # type: ignore[return-value]
 
 
-def combine(client_hooks: tuple[Hook, ...], call_hooks: Iterable[Hook] | None) -> tuple[Hook, ...]:
+#: Hook's own (empty) stages: a stage still bound to one of these is not called at all.
+_EMPTY: Final = frozenset(Hook.__dict__[stage] for stage in _STAGES)
+
+Stage = Callable[..., Any] | None
+#: One hook as a read runs it: the hook and its before, after, error and finally_after,
+#: each the bound method, or None where the hook kept Hook's empty stage.
+Plan = tuple[Hook, Stage, Stage, Stage, Stage]
+
+
+def plan(hook: Hook) -> Plan:
+    """The stages of ``hook`` a read calls (looked up once, when the hook is added)."""
+    stages = [getattr(hook, stage) for stage in _STAGES]
+    b, a, e, f = (None if getattr(m, "__func__", None) in _EMPTY else m for m in stages)
+    return (hook, b, a, e, f)
+
+
+def plans(client_plans: tuple[Plan, ...], call_hooks: Iterable[Hook] | None) -> tuple[Plan, ...]:
     """Client hooks first, then the call's, as OpenFeature orders API, client and call hooks."""
     if not call_hooks:
-        return client_hooks
-    return client_hooks + tuple(check_hook(h) for h in call_hooks)
+        return client_plans
+    return client_plans + tuple(plan(check_hook(h)) for h in call_hooks)
 
 
-def run_hooks(  # noqa: PLR0917 - the client's one call site passes them all
+def run_hooks(  # noqa: PLR0917 - the one call site passes them all
     client: PhaseFlagClient,
-    hooks: Sequence[Hook],
+    hooks: tuple[Plan, ...],
+    kind: Kind | None,
     flag_key: str,
-    kind: str,
     default: Any,
     context: EvaluationContext | None,
+    seen: EvaluationContext | None,
     ruleset_version: int | None,
-    evaluate: Callable[[], EvaluationResult],
-    warn: OnceLog,
 ) -> EvaluationResult:
-    """Run ``evaluate()`` between the hooks' stages; the result is evaluate()'s, whatever they do.
-
-    ``before`` runs in registration order, ``after``/``error``/``finally_after`` in
-    reverse (like OpenFeature). ``warn`` is the client's OnceLog (one line per key).
-    """
-    pairs = [
-        (hook, HookContext(client, flag_key, kind, default, context, ruleset_version))
-        for hook in hooks
-    ]
-    for hook, ctx in pairs:
-        _call(hook, "before", warn, ctx)
-    result = evaluate()
-    backwards = pairs[::-1]
+    """The ``*_details`` read of ``kind`` between the hooks' stages; its result is the read's,
+    whatever they do. ``before`` runs in registration order, ``after``/``error``/
+    ``finally_after`` in reverse (like OpenFeature); a stage that raises is logged once
+    through the client's OnceLog and skipped."""
+    name = "any" if kind is None else kind.name
+    runs = [(p, HookContext(client, flag_key, name, default, seen, ruleset_version)) for p in hooks]
+    for p, ctx in runs:
+        if p[1] is not None:
+            try:
+                p[1](ctx)
+            except Exception as exc:
+                _failed(client._warn_once, p[0], "before", exc)
+    result = client._typed_details(flag_key, default, context, kind)
+    runs.reverse()
     if result.error_code is None:
-        for hook, ctx in backwards:
-            _call(hook, "after", warn, ctx, result)
+        for p, ctx in runs:
+            if p[2] is not None:
+                try:
+                    p[2](ctx, result)
+                except Exception as exc:
+                    _failed(client._warn_once, p[0], "after", exc)
     else:
-        exc = EvaluationError(result.flag_key, result.error_code, result.error_message)
-        for hook, ctx in backwards:
-            _call(hook, "error", warn, ctx, exc)
-    for hook, ctx in backwards:
-        _call(hook, "finally_after", warn, ctx, result)
+        error = EvaluationError(result.flag_key, result.error_code, result.error_message)
+        for p, ctx in runs:
+            if p[3] is not None:
+                try:
+                    p[3](ctx, error)
+                except Exception as exc:
+                    _failed(client._warn_once, p[0], "error", exc)
+    for p, ctx in runs:
+        if p[4] is not None:
+            try:
+                p[4](ctx, result)
+            except Exception as exc:
+                _failed(client._warn_once, p[0], "finally_after", exc)
     return result
 
 
-def _call(hook: Hook, stage: str, warn: OnceLog, *args: Any) -> None:
-    try:
-        getattr(hook, stage)(*args)
-    except Exception as exc:
-        warn(
-            f"hook:{type(hook).__qualname__}:{stage}:{type(exc).__name__}",
-            "phaseflag: hook %s.%s raised %s: %s (ignored; the read's result is unchanged)",
-            type(hook).__qualname__,
-            stage,
-            type(exc).__name__,
-            exc,
-        )
+def _failed(warn: OnceLog, hook: Hook, stage: str, exc: Exception) -> None:
+    name = type(hook).__qualname__
+    warn(
+        f"hook:{name}:{stage}:{type(exc).__name__}",
+        "phaseflag: hook %s.%s raised %s: %s (ignored; the read's result is unchanged)",
+        name,
+        stage,
+        type(exc).__name__,
+        exc,
+    )
 
 
 def hooked_read(  # noqa: PLR0917 - the client's _hooked arguments, passed through
@@ -172,33 +200,29 @@ def hooked_read(  # noqa: PLR0917 - the client's _hooked arguments, passed throu
     default: Any,
     context: EvaluationContext | None,
     call_hooks: Iterable[Hook] | None,
+    client_plans: tuple[Plan, ...] | None = None,
 ) -> EvaluationResult:
     """A read with hooks: the ``*_details`` result for ``kind`` between the hook stages
-    (the typed value getters return its value: the same value they return without)."""
+    (the typed value getters return its value: the same value they return without).
+    ``client_plans`` are the client hooks' plans when the caller has them ready."""
+    if client_plans is None:
+        client_plans = tuple(plan(h) for h in client._hooks)
     try:
-        hooks = combine(client._hooks, call_hooks)
+        hooks = plans(client_plans, call_hooks)
     except TypeError as exc:
         client._warn_once(f"hooks:{exc}", "phaseflag: %s; the call's hooks are ignored", exc)
-        hooks = client._hooks
+        hooks = client_plans
     ruleset = client._store.ruleset
     seen = context
     scope = client._scopes.get() if client._scopes is not None else None
     if scope is not None:
         ruleset = scope.ruleset
-        seen = context if context is not None else scope.context
+        if seen is None:
+            seen = scope.context
     elif seen is None:
         seen = client._default_context
-    return run_hooks(
-        client,
-        hooks,
-        flag_key,
-        "any" if kind is None else kind.name,
-        default,
-        seen,
-        None if ruleset is EMPTY_RULESET else ruleset.version,
-        lambda: client._typed_details(flag_key, default, context, kind),
-        client._warn_once,
-    )
+    version = None if ruleset is EMPTY_RULESET else ruleset.version
+    return run_hooks(client, hooks, kind, flag_key, default, context, seen, version)
 
 
 def hooked_variation(
@@ -206,9 +230,10 @@ def hooked_variation(
     flag_key: str,
     context: EvaluationContext | None,
     hooks: Iterable[Hook],
+    client_plans: tuple[Plan, ...] | None = None,
 ) -> EvaluationResult | None:
     """``get_variation`` with hooks: None if the flag is unknown, not ready or the read raised."""
-    hooked = hooked_read(client, None, flag_key, None, context, hooks)
+    hooked = hooked_read(client, None, flag_key, None, context, hooks, client_plans)
     code = hooked.error_code
     if code in (ErrorCode.FLAG_NOT_FOUND, ErrorCode.NOT_READY) or (
         code == ErrorCode.GENERAL and hooked.error_message is None  # a read that raised
@@ -221,9 +246,10 @@ def route_getters(client: PhaseFlagClient) -> None:
     """While client hooks exist, instance attributes shadow the getters with ones that
     always run them; without, the class's getters serve and test only their own
     ``hooks`` argument (so a client without hooks pays nothing for them)."""
+    client_plans = tuple(plan(h) for h in client._hooks)
     for name, kind, shape in _GETTERS:
-        if client._hooks:
-            client.__dict__[name] = MethodType(_hooked_method(kind, shape), client)
+        if client_plans:
+            client.__dict__[name] = MethodType(_hooked_method(kind, shape, client_plans), client)
         else:
             client.__dict__.pop(name, None)
 
@@ -231,7 +257,9 @@ def route_getters(client: PhaseFlagClient) -> None:
 # -- the read paths a client is retyped to ----------------------------------------------------
 
 
-def _hooked_method(kind: Kind | None, shape: str) -> Callable[..., Any]:
+def _hooked_method(
+    kind: Kind | None, shape: str, client_plans: tuple[Plan, ...]
+) -> Callable[..., Any]:
     """A getter with the public one's signature that always runs the client's hooks."""
     if shape == "variation":
 
@@ -241,7 +269,7 @@ def _hooked_method(kind: Kind | None, shape: str) -> Callable[..., Any]:
             context: EvaluationContext | None = None,
             hooks: Iterable[Hook] | None = None,
         ) -> EvaluationResult | None:
-            return hooked_variation(self, flag_key, context, hooks or ())
+            return hooked_variation(self, flag_key, context, hooks or (), client_plans)
 
         return get_variation
     if shape == "value":
@@ -253,7 +281,7 @@ def _hooked_method(kind: Kind | None, shape: str) -> Callable[..., Any]:
             context: EvaluationContext | None = None,
             hooks: Iterable[Hook] | None = None,
         ) -> Any:
-            return hooked_read(self, kind, flag_key, default, context, hooks).value
+            return hooked_read(self, kind, flag_key, default, context, hooks, client_plans).value
 
         return get_value
 
@@ -264,7 +292,7 @@ def _hooked_method(kind: Kind | None, shape: str) -> Callable[..., Any]:
         context: EvaluationContext | None = None,
         hooks: Iterable[Hook] | None = None,
     ) -> EvaluationResult:
-        return hooked_read(self, kind, flag_key, default, context, hooks)
+        return hooked_read(self, kind, flag_key, default, context, hooks, client_plans)
 
     return get_details
 

@@ -219,6 +219,42 @@ class TestStages:
         with pytest.raises(TypeError, match="finally_after"):
             client.add_hook(object())  # type: ignore[arg-type]
 
+    def test_duck_typed_hooks_and_partial_subclasses(self, client: PhaseFlagClient) -> None:
+        """An object with the four stages (no Hook base) runs every stage, as a client
+        hook and on the call; a subclass overriding only ``error`` hears only misses."""
+        from types import SimpleNamespace
+
+        log: list[tuple[Any, ...]] = []
+
+        def duck(name: str) -> Any:
+            return SimpleNamespace(
+                before=lambda ctx: log.append((name, "before", ctx.flag_key)),
+                after=lambda ctx, result: log.append((name, "after", result.value)),
+                error=lambda ctx, exc: log.append((name, "error", exc.error_code)),
+                finally_after=lambda ctx, result: log.append((name, "finally", result.value)),
+            )
+
+        class Misses(Hook):
+            def error(self, ctx: HookContext, exc: Exception) -> None:
+                log.append(("misses", "error", ctx.flag_key))
+
+        client.add_hook(duck("client"))
+        client.add_hook(Misses())
+        assert client.get_string_value("theme", "x", hooks=[duck("call")]) == "dark"
+        assert client.get_integer_value("nope", 5) == 5
+        assert log == [
+            ("client", "before", "theme"),
+            ("call", "before", "theme"),
+            ("call", "after", "dark"),
+            ("client", "after", "dark"),
+            ("call", "finally", "dark"),
+            ("client", "finally", "dark"),
+            ("client", "before", "nope"),
+            ("misses", "error", "nope"),
+            ("client", "error", "FLAG_NOT_FOUND"),
+            ("client", "finally", 5),
+        ]
+
     def test_all_flags_runs_no_hooks(self, client: PhaseFlagClient) -> None:
         """all_flags is a snapshot, not one evaluation per flag: hooks stay quiet."""
         log: list[tuple[Any, ...]] = []
