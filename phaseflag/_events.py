@@ -111,8 +111,8 @@ class EventProcessor:
         self._queue: deque[EvaluationEvent] = deque()
         self._wake_pending = False
         self._drops = LockFreeCount()
-        self.counters = EvaluationCounters()
-        # The read path inlines count() through this dict (see EvaluationCounters).
+        self.counters: Final = EvaluationCounters()
+        # The read path's handle is counters.by_flag; _counts is its older alias.
         self._counts = self.counters.by_flag
         # Owned by whoever holds _send_lock.
         self._send_lock = threading.Lock()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, Final, Union
@@ -308,38 +308,112 @@ class EvaluationResult:
         return out
 
 
+_time_ns = time.time_ns
+
+
 def _now_ms() -> int:
-    return int(time.time() * 1000)
+    return _time_ns() // 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
 class EvaluationEvent:
     """A custom analytics event sent by ``track_event`` (kind ``"custom"`` on the wire).
 
-    ``timestamp`` is integer milliseconds since the epoch, taken at construction.
-    ``metadata`` must be JSON-serialisable; ``value`` is an optional number (for
-    example a revenue figure) sent when set.
+    ``timestamp`` is integer milliseconds since the epoch, taken at construction unless
+    given. ``metadata`` must be JSON-serialisable; ``value`` is an optional number (for
+    example a revenue figure) sent when set. Immutable: the fields are read-only, and
+    events compare equal when all fields do.
+
+    A plain class rather than a frozen dataclass so that building one stays well under a
+    microsecond on the hot path (issue 15): a frozen dataclass pays a call per field.
     """
 
-    flag_key: str
-    variation_key: str | None = None
-    user_id: str | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    timestamp: int = field(default_factory=_now_ms)
-    value: float | None = None
+    __slots__ = ("_flag_key", "_metadata", "_timestamp", "_user_id", "_value", "_variation_key")
+    __match_args__ = ("flag_key", "variation_key", "user_id", "metadata", "timestamp", "value")
+
+    def __init__(  # noqa: PLR0917 - positional, as the dataclass it replaces accepted
+        self,
+        flag_key: str,
+        variation_key: str | None = None,
+        user_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        value: float | None = None,
+    ) -> None:
+        self._flag_key = flag_key
+        self._variation_key = variation_key
+        self._user_id = user_id
+        self._metadata: Mapping[str, Any] = {} if metadata is None else metadata
+        self._timestamp = _time_ns() // 1_000_000 if timestamp is None else timestamp
+        self._value = value
+
+    @property
+    def flag_key(self) -> str:
+        """The event's name: usually the flag it concerns."""
+        return self._flag_key
+
+    @property
+    def variation_key(self) -> str | None:
+        """The variation the user was served, when the event concerns one."""
+        return self._variation_key
+
+    @property
+    def user_id(self) -> str | None:
+        """Who the event is about."""
+        return self._user_id
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """JSON-serialisable details (an empty dict when none were given)."""
+        return self._metadata
+
+    @property
+    def timestamp(self) -> int:
+        """Milliseconds since the epoch."""
+        return self._timestamp
+
+    @property
+    def value(self) -> float | None:
+        """An optional number, sent when set and finite."""
+        return self._value
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (
+            self._flag_key,
+            self._variation_key,
+            self._user_id,
+            self._metadata,
+            self._timestamp,
+            self._value,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())  # like a frozen dataclass: fails for a dict of metadata
+
+    def __repr__(self) -> str:
+        return (
+            f"EvaluationEvent(flag_key={self._flag_key!r}, variation_key={self._variation_key!r}"
+            f", user_id={self._user_id!r}, metadata={self._metadata!r}, "
+            f"timestamp={self._timestamp!r}, value={self._value!r})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The wire shape of this event."""
         out: dict[str, Any] = {
             "kind": "custom",
-            "flag_key": self.flag_key,
-            "variation_key": self.variation_key,
-            "user_id": self.user_id,
-            "metadata": dict(self.metadata),
-            "timestamp": self.timestamp,
+            "flag_key": self._flag_key,
+            "variation_key": self._variation_key,
+            "user_id": self._user_id,
+            "metadata": dict(self._metadata),
+            "timestamp": self._timestamp,
         }
-        if self.value is not None and math.isfinite(self.value):
-            out["value"] = self.value
+        value = self._value
+        if value is not None and math.isfinite(value):
+            out["value"] = value
         return out
 
 

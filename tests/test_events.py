@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -100,6 +101,71 @@ def make() -> Iterator[Callable[..., EventProcessor]]:
     yield build
     for processor in made:
         processor.stop(timeout=1.0)
+
+
+class TestEvaluationEvent:
+    """EvaluationEvent is a plain slotted class (cheap to build) that keeps the behaviour of
+    the frozen dataclass it replaced: immutable, compared and shown field by field."""
+
+    FIELDS = ("flag_key", "variation_key", "user_id", "metadata", "timestamp", "value")
+
+    def test_fields_cannot_be_set_added_or_deleted(self) -> None:
+        """Every field is read-only and the event takes no new attributes."""
+        built = EvaluationEvent("f", "on", "u", {"a": 1}, 5, 2.5)
+        for name in self.FIELDS:
+            with pytest.raises(AttributeError):
+                setattr(built, name, "changed")
+            with pytest.raises(AttributeError):
+                delattr(built, name)
+        with pytest.raises(AttributeError):
+            built.extra = 1  # type: ignore[attr-defined]
+        assert [getattr(built, name) for name in self.FIELDS] == ["f", "on", "u", {"a": 1}, 5, 2.5]
+
+    def test_defaults_are_fresh_and_timestamp_is_now(self) -> None:
+        """Positional and keyword arguments as before; each event gets its own metadata dict
+        and a construction-time timestamp in integer milliseconds."""
+        before = time.time_ns() // 1_000_000
+        first, second = EvaluationEvent("f"), EvaluationEvent(flag_key="f")
+        after = time.time_ns() // 1_000_000
+        assert first.metadata == {} and first.metadata is not second.metadata
+        assert (first.variation_key, first.user_id, first.value) == (None, None, None)
+        assert isinstance(first.timestamp, int) and before <= first.timestamp <= after
+        assert EvaluationEvent("f", timestamp=0).timestamp == 0
+
+    def test_equality_repr_and_pickle_follow_the_fields(self) -> None:
+        """Equal when every field is; the repr names each field; a pickled copy is equal."""
+        one = EvaluationEvent("f", "on", "u", {"a": 1}, timestamp=7, value=1.5)
+        assert one == EvaluationEvent("f", "on", "u", {"a": 1}, timestamp=7, value=1.5)
+        assert one != EvaluationEvent("f", "on", "u", {"a": 1}, timestamp=8, value=1.5)
+        assert one != ("f", "on", "u", {"a": 1}, 7, 1.5)
+        assert repr(one) == (
+            "EvaluationEvent(flag_key='f', variation_key='on', user_id='u', metadata={'a': 1}, "
+            "timestamp=7, value=1.5)"
+        )
+        copy = pickle.loads(pickle.dumps(one))
+        assert copy == one and copy is not one
+        match one:
+            case EvaluationEvent(flag_key, variation_key):
+                assert (flag_key, variation_key) == ("f", "on")
+            case _:
+                pytest.fail("positional match_args")
+
+    def test_to_dict_copies_metadata_and_sends_only_finite_values(self) -> None:
+        """The wire shape: metadata copied (later changes to the event's dict stay out of
+        an already-built payload), ``value`` only when finite."""
+        metadata = {"a": 1}
+        wire = EvaluationEvent("f", metadata=metadata, timestamp=3, value=2.0).to_dict()
+        metadata["a"] = 2
+        assert wire == {
+            "kind": "custom",
+            "flag_key": "f",
+            "variation_key": None,
+            "user_id": None,
+            "metadata": {"a": 1},
+            "timestamp": 3,
+            "value": 2.0,
+        }
+        assert "value" not in EvaluationEvent("f", value=float("nan")).to_dict()
 
 
 class TestPayload:
@@ -628,8 +694,9 @@ class TestNoSilentLoss:
 
 class TestCounters:
     def test_the_read_paths_inlined_count_equals_count(self) -> None:
-        """The client's read path inlines ``count()`` through ``EventProcessor._counts``; the
-        summaries it produces equal those of ``count()`` called as often."""
+        """The client's read path inlines ``count()`` through ``counters.by_flag`` (or its
+        older alias ``EventProcessor._counts``); the summaries it produces equal those of
+        ``count()`` called as often."""
         from phaseflag import EvaluationContext, PhaseFlagClient
 
         flags = {
@@ -660,3 +727,19 @@ class TestCounters:
             return sorted(processor.counters.take(), key=lambda c: c["flag_key"])
 
         assert summary(events) == summary(reference) != []
+
+    def test_the_hot_path_handle_outlives_take_forget_and_fork(self) -> None:
+        """``counters.by_flag`` bound once keeps counting into the summaries: take(),
+        forget() and reset_after_fork() never replace the dict or the counters object."""
+        send = FakeSend()
+        processor = EventProcessor(send)
+        counters = processor.counters
+        handle = counters.by_flag
+        processor.count("flag-a", "on")  # creates the counter the handle then reaches
+        for step in (counters.take, counters.forget, processor.reset_after_fork):
+            step()
+            assert processor.counters is counters and counters.by_flag is handle
+            assert processor._counts is handle
+            next(handle["flag-a"]["on"])
+            next(handle["flag-a"]["on"])
+            assert counters.take() == [{"flag_key": "flag-a", "variation_key": "on", "count": 2}]
