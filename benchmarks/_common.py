@@ -1,6 +1,7 @@
 """Pieces every benchmark script shares: wrong-result checks, RSS, target rows, the
-target table, and writing the JSON report. Imported as ``_common`` (the scripts' own
-folder is on ``sys.path`` when they run as ``python benchmarks/<script>.py``)."""
+target table, writing the JSON report, and ``main_of()``, the scripts' ``main()``.
+Imported as ``_common`` (the scripts' own folder is on ``sys.path`` when they run as
+``python benchmarks/<script>.py``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,25 +92,40 @@ def at_least(name: str, measured: float, unit: str, floor: float, *, digits: int
 def print_targets(
     targets: Iterable[dict[str, Any]],
     *,
-    name_width: int,
-    value_width: int,
-    unit_width: int,
-    target_width: int,
+    name_width: int | None = None,
+    value_width: int | None = None,
+    unit_width: int | None = None,
+    target_width: int | None = None,
     group_from: float | None = None,
 ) -> None:
     """Print the "target / measured / target / met" table after a blank line. Values are
-    shown with ``g``, or as whole numbers with thousands separators from ``group_from``."""
+    shown with ``g``, or as whole numbers with thousands separators from ``group_from``.
+    A width left out fits the widest cell of its column."""
+    rows = list(targets)
+
+    def shown(value: float | None) -> str:
+        if value is None:
+            return "n/a"
+        big = group_from is not None and abs(value) >= group_from
+        return f"{value:,.0f}" if big else f"{value:g}"
+
+    if name_width is None:
+        name_width = max([len("target"), *(len(t["name"]) for t in rows)]) + 2
+    if value_width is None:
+        value_width = max([len("measured"), *(len(shown(t["measured"])) for t in rows)])
+    if unit_width is None:
+        unit_width = max([0, *(len(t["unit"]) + 1 for t in rows)])
+    if target_width is None:
+        target_width = max([len("target"), *(len(t["target"]) for t in rows)])
     print(
         f"\n{'target':<{name_width}}{'measured':>{value_width + unit_width}}  "
         f"{'target':<{target_width}} met"
     )
-    for t in targets:
-        value = t["measured"]
-        big = group_from is not None and abs(value) >= group_from
-        shown = f"{value:,.0f}" if big else f"{value:g}"
+    for t in rows:
         print(
-            f"{t['name']:<{name_width}}{shown:>{value_width}}{t['unit']:>{unit_width}}  "
-            f"{t['target']:<{target_width}} {'yes' if t['met'] else 'NO'}"
+            f"{t['name']:<{name_width}}{shown(t['measured']):>{value_width}}"
+            f"{t['unit']:>{unit_width}}  {t['target']:<{target_width}} "
+            f"{'yes' if t['met'] else 'NO'}"
         )
 
 
@@ -131,6 +147,37 @@ def finish(report: dict[str, Any], path: str | Path) -> int:
     in ``report["targets"]`` was met, else 1."""
     write_report(report, path)
     return ALL_MET if all(t["met"] for t in report["targets"]) else MISSED
+
+
+def main_of(
+    doc: str,
+    results: str,
+    run: Callable[..., dict[str, Any]],
+    show: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    options: Mapping[str, Any] | None = None,
+) -> int:
+    """A benchmark script's whole ``main()``; returns its exit status.
+
+    Parses ``--json PATH`` (default ``benchmarks/<results>``) and ``options``: flag ->
+    default (the type is the default's) or ``(default, help)``. Calls ``run`` with the
+    options by name (``--swap-every`` -> ``swap_every``) for the report, whose
+    ``targets`` list is printed as a table after ``show(report)``'s own lines; writes the
+    JSON. Exit status 0 every target met, 1 one missed, 2 a wrong result (WrongResult)."""
+    parser = argparse.ArgumentParser(description=doc.strip().split("\n")[0])
+    for flag, spec in (options or {}).items():
+        default, help_text = spec if isinstance(spec, tuple) else (spec, None)
+        parser.add_argument(flag, type=type(default), default=default, help=help_text)
+    args = vars(parse_args(parser, results))
+    path = args.pop("json")
+    try:
+        report = run(**args)
+    except WrongResult as exc:
+        return wrong_result(exc)
+    if show is not None:
+        show(report)
+    print_targets(report["targets"], group_from=10_000)
+    return finish(report, path)
 
 
 def realistic_ruleset(flags: int, version: int = 1) -> dict[str, Any]:
