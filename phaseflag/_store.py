@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._cache import Cache
+from ._childcache import child_safe
 from ._compile import load_ruleset
 from ._errors import RulesetError
 from ._listeners import Listeners
@@ -55,7 +56,7 @@ class RulesetStore:
         self.last_error: str | None = None
         self.stale = False
         self.ready = threading.Event()
-        self._cache = cache
+        self._cache = child_safe(cache)  # a custom cache is bounded in a forked child
         self._cache_key = cache_key
         self._listeners = listeners
         self._warn = warn
@@ -203,7 +204,8 @@ class RulesetStore:
 
     def reset_after_fork(self) -> None:
         """Replace the locks in a forked child (the parent's may be held), the cache's own
-        when it is one of phaseflag's caches (a custom cache's are its own business)."""
+        when it is one of phaseflag's caches; a custom cache's calls are bounded from now on
+        (``_childcache``)."""
         self._swap_lock = threading.Lock()
         reset = getattr(self._cache, "_after_fork_in_child", None)
         if callable(reset):
