@@ -1,5 +1,6 @@
 """Health: the client's status snapshot (readiness, data age, staleness, sync failures,
-event counters, fleet leadership) assembled from the store and the event processor."""
+event counters, fleet leadership, listener failures) assembled from the store, the event
+processor and the listeners."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def client_status(client: PhaseFlagClient) -> ClientStatus:
         events_failed=stats.failed,
         events_queued=stats.queued,
         leader=_leader(client),
+        listener_failures=client._listeners.failures,
     )
 
 

@@ -458,7 +458,9 @@ class ClientStatus:
     Times are ``time.time()`` seconds; ``ruleset_age`` is seconds since the held
     ruleset was last confirmed fresh (applied or 304), None when none is held.
     ``leader`` is True while this process fetches for a fleet sharing a RedisCache,
-    False while it follows Redis, None without a shared cache.
+    False while it follows Redis, None without a shared cache. ``listener_failures``
+    counts every call of an ``on(...)`` listener that raised (each listener's first
+    failure is also logged at WARNING with its traceback).
     """
 
     state: str
@@ -476,3 +478,4 @@ class ClientStatus:
     events_failed: int
     events_queued: int
     leader: bool | None = None
+    listener_failures: int = 0

@@ -66,6 +66,26 @@ def test_a_raising_listener_is_a_warning_with_traceback_once_then_counted(
     assert heard == [0, 1, 2, 3, 4]
 
 
+def test_listener_failures_are_counted_in_status() -> None:
+    """status().listener_failures counts every raising listener call (0 for a new client)."""
+    cache = MemoryCache()
+    cache.set(cache_key(BASE_URL, KEY), json.dumps(ruleset(boolean_flag("f"), version=3)).encode())
+    client = PhaseFlagClient(BASE_URL, KEY, cache=cache, polling_interval=3600, offline_mode=True)
+    assert client.status().listener_failures == 0
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("listener bug")
+
+    client.on("change", broken)
+    client.on("ready", broken)
+    client.start()  # the cache load fires change, then ready
+    try:
+        assert client.wait_until_ready(0)
+        assert client.status().listener_failures == 2
+    finally:
+        client.stop()
+
+
 def test_the_async_client_awaits_coroutine_listeners_on_its_loop() -> None:
     """An ``async def`` listener is awaited on the event loop the client was started on."""
 
