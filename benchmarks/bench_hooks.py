@@ -5,16 +5,16 @@ Run: ``python benchmarks/bench_hooks.py [--rounds N] [--json PATH]``. Prints a t
 JSON; exit status 1 when a target is missed, 2 when a result is wrong. Every client's
 answers are checked against the plain client's first, and each hook is checked to run
 (a no-op hook that never ran would cost nothing). Rows: ``plain`` (no hooks, no scope
-ever opened), ``client_hook`` (one no-op ``add_hook``), ``call_hook`` (``hooks=[noop]``
-on the call), ``scope_opened`` (a client that opened a scope once, read outside one),
-``in_scope`` (inside ``request_context``, no context passed), ``otel_noop`` (the
-OpenTelemetry hook on the API's no-op providers), ``otel_sdk`` (on SDK providers with a
-metric reader and no log exporter), and ``scope_enter_exit`` (one ``with`` per request).
+ever opened), ``client_hook`` (one ``add_hook`` whose three success-path stages do
+nothing), ``call_hook`` (that hook as ``hooks=[noop]`` on the call), ``scope_opened``
+(a client that opened a scope once, read outside one), ``in_scope`` (inside
+``request_context``, no context passed), ``otel_noop`` (the OpenTelemetry hook on the
+API's no-op providers), ``otel_sdk`` (on SDK providers with a metric reader and no log
+exporter), and ``scope_enter_exit`` (one ``with`` per request, no read).
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import statistics
 import sys
@@ -23,16 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import bench_evaluation as scen
-from _common import (
-    WrongResult,
-    at_most,
-    expect,
-    finish,
-    machine_info,
-    parse_args,
-    print_targets,
-    wrong_result,
-)
+from _common import at_most, expect, machine_info, main_of
 
 from phaseflag import EvaluationResult, Hook, HookContext, PhaseFlagClient
 
@@ -56,6 +47,19 @@ class Counting(Hook):
 
     def finally_after(self, ctx: HookContext, result: EvaluationResult) -> None:
         self.finally_calls += 1
+
+
+class Noop(Hook):
+    """A hook whose stages do nothing (Hook itself would have its stages skipped)."""
+
+    def before(self, ctx: HookContext) -> None:
+        pass
+
+    def after(self, ctx: HookContext, result: EvaluationResult) -> None:
+        pass
+
+    def finally_after(self, ctx: HookContext, result: EvaluationResult) -> None:
+        pass
 
 
 def _client() -> PhaseFlagClient:
@@ -106,7 +110,7 @@ def run(rounds: int) -> dict[str, Any]:
     otel_noop_client = _client()
     otel_sdk_client = _client()
     otel_noop, otel_sdk, otel_counted = _otel_hooks()
-    noop = Hook()
+    noop = Noop()
     call_hooks = [noop]
 
     # -- correctness first: every configuration answers as the baseline, and hooks run --
@@ -204,21 +208,17 @@ def run(rounds: int) -> dict[str, Any]:
     return {**machine_info(), "rounds": rounds, "results": results, "targets": targets}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    args = parse_args(parser, "results_hooks.json")
-    try:
-        report = run(args.rounds)
-    except WrongResult as exc:
-        return wrong_result(exc)
+def show(report: dict[str, Any]) -> None:
+    """The rows: ns per read and the cost over a plain read."""
     print(f"{'row':<18}{'ns/read':>10}{'over plain':>12}   (S2 read, median of rounds)")
     for name, row in report["results"].items():
         over = row.get("over_plain_ns")
         shown = "" if over is None else f"{over:>+12.0f}"
         print(f"{name:<18}{row['median_ns']:>10.0f}{shown:>12}")
-    print_targets(report["targets"], name_width=46, value_width=8, unit_width=3, target_width=9)
-    return finish(report, args.json)
+
+
+def main() -> int:
+    return main_of(__doc__, "results_hooks.json", run, show, options={"--rounds": 15})
 
 
 if __name__ == "__main__":

@@ -110,8 +110,7 @@ def check_hook(hook: object) -> Hook:
     return hook  # type: ignore[return-value]
 
 
-#: Hook's own (empty) stages: a stage still bound to one of these is not called at all.
-_EMPTY: Final = frozenset(Hook.__dict__[stage] for stage in _STAGES)
+_BEFORE, _AFTER, _ERROR, _FINALLY = (Hook.__dict__[stage] for stage in _STAGES)
 
 Stage = Callable[..., Any] | None
 #: One hook as a read runs it: the hook and its before, after, error and finally_after,
@@ -120,17 +119,29 @@ Plan = tuple[Hook, Stage, Stage, Stage, Stage]
 
 
 def plan(hook: Hook) -> Plan:
-    """The stages of ``hook`` a read calls (looked up once, when the hook is added)."""
-    stages = [getattr(hook, stage) for stage in _STAGES]
-    b, a, e, f = (None if getattr(m, "__func__", None) in _EMPTY else m for m in stages)
-    return (hook, b, a, e, f)
+    """The stages of ``hook`` a read calls (looked up once, when the hook is added);
+    TypeError (from check_hook) when it is not a hook."""
+    try:
+        b, a, e, f = hook.before, hook.after, hook.error, hook.finally_after
+    except AttributeError:
+        check_hook(hook)
+        raise
+    if not (callable(b) and callable(a) and callable(e) and callable(f)):
+        check_hook(hook)
+    return (
+        hook,
+        None if getattr(b, "__func__", None) is _BEFORE else b,
+        None if getattr(a, "__func__", None) is _AFTER else a,
+        None if getattr(e, "__func__", None) is _ERROR else e,
+        None if getattr(f, "__func__", None) is _FINALLY else f,
+    )
 
 
 def plans(client_plans: tuple[Plan, ...], call_hooks: Iterable[Hook] | None) -> tuple[Plan, ...]:
     """Client hooks first, then the call's, as OpenFeature orders API, client and call hooks."""
     if not call_hooks:
         return client_plans
-    return client_plans + tuple(plan(check_hook(h)) for h in call_hooks)
+    return (*client_plans, *[plan(h) for h in call_hooks])
 
 
 def run_hooks(  # noqa: PLR0917 - the one call site passes them all
@@ -206,7 +217,7 @@ def hooked_read(  # noqa: PLR0917 - the client's _hooked arguments, passed throu
     (the typed value getters return its value: the same value they return without).
     ``client_plans`` are the client hooks' plans when the caller has them ready."""
     if client_plans is None:
-        client_plans = tuple(plan(h) for h in client._hooks)
+        client_plans = tuple(plan(h) for h in client._hooks) if client._hooks else ()
     try:
         hooks = plans(client_plans, call_hooks)
     except TypeError as exc:
