@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from conftest import boolean_flag, rule, ruleset, string_flag
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -88,6 +89,7 @@ def _counts(client: PhaseFlagClient) -> dict[tuple[str, Any], int]:
     )
 
 
+@pytest.mark.soak
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     reads=st.lists(st.tuples(st.sampled_from(KEYS), contexts), min_size=1, max_size=12),

@@ -122,6 +122,7 @@ def test_ruleset_text_never_reaches_the_source(evil: str) -> None:
         assert evil not in source or GENERATED.fullmatch(evil) or evil in TEMPLATE_WORDS
 
 
+@pytest.mark.soak
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     key=st.text(min_size=1, max_size=20),
@@ -292,6 +293,7 @@ def test_inlined_bucketing_equals_bucket(salt: str, key: str) -> None:
     assert served == ("on" if bucket(salt, key) < 33_333 else "off")
 
 
+@pytest.mark.soak
 @settings(max_examples=80, deadline=None)
 @given(
     text=st.one_of(

@@ -456,6 +456,7 @@ class TestPrerequisiteGraph:
             assert evaluate(compiled, f"f{MAX_PREREQUISITE_DEPTH}").value is True
             assert evaluate(compiled, "f19").reason == Reason.PREREQUISITE_FAILED
 
+    @pytest.mark.slow
     def test_very_long_chains_compile_quickly(self) -> None:
         """Thousands of chained flags neither recurse too deep nor depend on order."""
         links = [("f0", None)] + [(f"f{i}", f"f{i - 1}") for i in range(1, 3000)]

@@ -559,6 +559,7 @@ class TestConcurrency:
         assert totals == expected
 
 
+@pytest.mark.e2e
 class TestFork:
     @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
     @pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -7,6 +7,7 @@ import math
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from conftest import boolean_flag, flag, ruleset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -72,6 +73,7 @@ DOCUMENT = ruleset(
 CLIENT = PhaseFlagClient("", bootstrap=DOCUMENT)
 
 
+@pytest.mark.soak
 @settings(
     max_examples=300,
     deadline=timedelta(seconds=2),

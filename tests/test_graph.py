@@ -33,6 +33,7 @@ def test_depth_limit_refuses_only_the_top_of_a_long_chain() -> None:
     assert missing.depth["x"] == 1
 
 
+@pytest.mark.slow
 def test_long_chains_are_iterative() -> None:
     """100,000 nodes in a line: no recursion limit."""
     n = 100_000

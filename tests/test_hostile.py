@@ -420,6 +420,7 @@ class TestRegex:
         result = evaluate(compiled, "r", EvaluationContext(attributes={"s": long_text}))
         assert result.variation_key == "off"
 
+    @pytest.mark.e2e
     def test_hostile_patterns_on_their_evil_inputs_stay_fast(self) -> None:
         """Every pattern of issue 10's table and of the catastrophic corpus, on its own evil
         input and on 512-character inputs, evaluates in under 10 ms per read (the target is
@@ -679,7 +680,7 @@ def test_attribute_values_of_every_type_and_size(name: str) -> None:
     for key in compiled.flags:
         start = time.perf_counter()
         result = evaluate(compiled, key, ctx)
-        assert time.perf_counter() - start < 0.25, key
+        assert time.perf_counter() - start < 1.0, key  # a blown-up read takes seconds
         assert result.error_code is None, (key, result)
 
 
@@ -718,7 +719,7 @@ def test_odd_read_keys_return_the_default_fast() -> None:
     for key in ["\x00", "", "k" * 257, 42, None, b"flag", ("flag",)]:
         start = time.perf_counter()
         assert client.get_string_value(key, "default") == "default"  # type: ignore[arg-type]
-        assert time.perf_counter() - start < 0.25  # bounded, with a loaded machine's margin
+        assert time.perf_counter() - start < 1.0  # bounded, with a loaded machine's margin
 
 
 def test_megabyte_read_key_is_cheap_and_logged_short(caplog: pytest.LogCaptureFixture) -> None:
@@ -727,8 +728,12 @@ def test_megabyte_read_key_is_cheap_and_logged_short(caplog: pytest.LogCaptureFi
     key = "k" * MB
     with caplog.at_level(logging.DEBUG, logger="phaseflag"):
         client.get_string_value(key, "default")
-        start = time.perf_counter()
-        assert client.get_string_value(key, "default") == "default"
-        took = time.perf_counter() - start
-    assert took < 0.05  # no megabyte copy or log line per read (a loaded machine's margin)
+        took = []
+        for _ in range(20):
+            start = time.perf_counter()
+            assert client.get_string_value(key, "default") == "default"
+            took.append(time.perf_counter() - start)
+    # The best of 20 reads (load only ever adds time) within the 2 ms read bound: a short
+    # key's read costs ~3 us, and so does this one.
+    assert min(took) < 0.002
     assert all(len(r.getMessage()) < 10_000 for r in caplog.records)

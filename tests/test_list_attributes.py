@@ -109,6 +109,7 @@ def conditions(draw: st.DrawFn) -> tuple[str, list[Any], bool]:
     return operator, draw(OPERATORS[operator]), draw(st.booleans())
 
 
+@pytest.mark.soak
 @settings(max_examples=150, deadline=None)
 @given(conditions(), SCALARS)
 def test_one_element_list_is_its_element(
@@ -124,6 +125,7 @@ def test_one_element_list_is_its_element(
     assert _result(operator, operands, negate, [value]) == plain
 
 
+@pytest.mark.soak
 @settings(max_examples=150, deadline=None)
 @given(conditions(), st.lists(SCALARS, max_size=4))
 def test_list_is_any_element(condition: tuple[str, list[Any], bool], items: list[Any]) -> None:
@@ -138,6 +140,7 @@ def test_list_is_any_element(condition: tuple[str, list[Any], bool], items: list
         assert _result(operator, operands, True, items) == (any(flipped) and not any(one))
 
 
+@pytest.mark.soak
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.sampled_from(["a", "b", "c"]), max_size=4))
 def test_explain_agrees_with_evaluate_on_lists(items: list[str]) -> None:

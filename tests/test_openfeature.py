@@ -16,6 +16,7 @@ pytest.importorskip("openfeature")
 
 import requests
 import responses
+from conftest import wait_for
 from openfeature import api
 from openfeature.client import OpenFeatureClient
 from openfeature.evaluation_context import EvaluationContext as OFContext
@@ -86,22 +87,20 @@ def install(client: PhaseFlagClient | None = None, **kw: Any) -> OpenFeatureClie
     return api.get_client()
 
 
-def poll(check: Callable[[], bool], deadline: float = 5.0) -> None:
-    end = time.monotonic() + deadline
-    while not check():
-        assert time.monotonic() < end, "condition not reached before the deadline"
-        time.sleep(0.005)
+#: Seconds a test waits for an event or a fetch before it fails.
+WAIT = 5.0
 
 
 class Recorder:
     """Collects phaseflag's events delivered to api.add_handler handlers (on SDK threads).
 
-    Events of other providers (the SDK's no-op default answers at once) are ignored.
+    Events of other providers (the SDK's no-op default answers at once) are ignored. Each
+    delivery notifies a condition, so ``wait_for`` wakes on the event itself.
     """
 
     def __init__(self, *events: ProviderEvent) -> None:
         self.seen: list[tuple[ProviderEvent, EventDetails]] = []
-        self._lock = threading.Lock()
+        self._arrived = threading.Condition()
         for event in events:
             api.add_handler(event, self._handler(event))
 
@@ -109,17 +108,21 @@ class Recorder:
         def handle(details: EventDetails) -> None:
             if details.provider_name != "phaseflag":
                 return
-            with self._lock:
+            with self._arrived:
                 self.seen.append((event, details))
+                self._arrived.notify_all()
 
         return handle
 
     def of(self, event: ProviderEvent) -> list[EventDetails]:
-        with self._lock:
+        with self._arrived:
             return [d for e, d in self.seen if e is event]
 
     def wait_for(self, event: ProviderEvent, count: int = 1) -> list[EventDetails]:
-        poll(lambda: len(self.of(event)) >= count)
+        """The ``event`` deliveries once there are ``count``; fails after WAIT seconds."""
+        with self._arrived:
+            arrived = self._arrived.wait_for(lambda: len(self.of(event)) >= count, WAIT)
+        assert arrived, f"{count} x {event} not delivered within {WAIT} s"
         return self.of(event)
 
 
@@ -130,13 +133,23 @@ class FakeAPI:
         self.answer = answer
         self.calls = 0
         self.failures = 0
+        self._answered = threading.Condition()
         http.add_callback(responses.GET, f"{API}/sdk/ruleset", callback=self._respond)
 
+    def wait_for_failures(self, count: int) -> None:
+        """Return once ``count`` requests got an error status; fail after WAIT seconds."""
+        with self._answered:
+            failed = self._answered.wait_for(lambda: self.failures >= count, WAIT)
+        assert failed, f"{count} failed fetches not seen within {WAIT} s"
+
     def _respond(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
-        self.calls += 1
         answer = self.answer
+        with self._answered:
+            self.calls += 1
+            if isinstance(answer, int):
+                self.failures += 1
+            self._answered.notify_all()
         if isinstance(answer, int):
-            self.failures += 1
             return answer, {}, ""
         return 200, {"Content-Type": "application/json"}, json.dumps(answer)
 
@@ -368,7 +381,8 @@ class TestEvents:
         of = install(live_client())
         events.wait_for(ProviderEvent.PROVIDER_READY)
         fake.answer = 500
-        poll(lambda: fake.failures >= 3)
+        events.wait_for(ProviderEvent.PROVIDER_ERROR)
+        fake.wait_for_failures(3)  # an outage of several failed fetches still says ERROR once
         assert of.get_provider_status() is ProviderStatus.ERROR
         assert of.get_boolean_value("a", False) is True  # the last good flags keep serving
         fake.answer = ruleset(flag("a", False), version=2)
@@ -391,9 +405,9 @@ class TestEvents:
             client.status()  # checks the data's age
             return bool(events.of(ProviderEvent.PROVIDER_STALE))
 
-        poll(stale)
+        wait_for(stale)  # each status() call checks the age: there is no event to wait on
         # the SDK updates the status on its own event thread: wait for it, don't race it
-        poll(lambda: of.get_provider_status() is ProviderStatus.STALE)
+        wait_for(lambda: of.get_provider_status() is ProviderStatus.STALE)
         assert of.get_boolean_value("static-on", False) is True
 
 
@@ -507,6 +521,7 @@ class TestReadmeAndPackaging:
         assert details.value is True
         assert details.reason == Reason.TARGETING_MATCH
 
+    @pytest.mark.e2e
     def test_import_without_the_extra_names_the_install_command(self) -> None:
         """With openfeature-sdk absent the ImportError tells the user what to install."""
         import os

@@ -15,7 +15,7 @@ import copy
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import pytest
 pytest.importorskip("openfeature")
 
 import responses
-from conftest import CONFORMANCE, require_conformance
+from conftest import CONFORMANCE, require_conformance, wait_for
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext as OpenFeatureContext
 from openfeature.exception import OpenFeatureError
@@ -271,16 +271,9 @@ def given_provider(world: World, kind: str) -> None:
             client.status()  # checks the data's age, emitting "stale" once it is too old
             return api.get_client().get_provider_status() is ProviderStatus.STALE
 
-        _poll(stale)
+        wait_for(stale)
     else:
         raise AssertionError(f"unknown provider kind {kind!r}")
-
-
-def _poll(check: Callable[[], bool], deadline: float = 5.0) -> None:
-    end = time.monotonic() + deadline
-    while not check():
-        assert time.monotonic() < end, "condition not reached before the deadline"
-        time.sleep(0.01)
 
 
 def _evaluate(world: World, options: FlagEvaluationOptions | None = None) -> None:

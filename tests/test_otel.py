@@ -240,6 +240,7 @@ class TestClientMetrics:
             c.stop()
 
 
+@pytest.mark.e2e
 def test_import_without_the_extra_names_the_install_command() -> None:
     import os
     import subprocess

@@ -170,11 +170,11 @@ def test_nested_segment_membership_is_right() -> None:
 
 
 @pytest.mark.slow
-def test_exponential_shapes_read_in_under_a_millisecond(tmp_path: Path) -> None:
-    """Each shape at depth 16 reads in well under 1 ms (a subprocess killed after 120 s).
+def test_exponential_shapes_read_in_microseconds_not_minutes(tmp_path: Path) -> None:
+    """Each shape at depth 16 reads in well under 10 ms (a subprocess killed after 120 s).
 
-    Without the memo these reads take minutes; the assertion leaves a >10x margin over
-    the ~50 us they take.
+    Without the memo these reads take minutes; the median of 21 reads is held to 10 ms, a
+    margin over the ~50 us they take that a loaded 2-core machine keeps.
     """
     script = tmp_path / "shapes.py"
     script.write_text(
@@ -203,7 +203,7 @@ def test_exponential_shapes_read_in_under_a_millisecond(tmp_path: Path) -> None:
     medians = dict(line.split() for line in done.stdout.splitlines())
     assert sorted(medians) == sorted(SHAPES)
     for name, seconds in medians.items():
-        assert float(seconds) < 0.001, (name, seconds)
+        assert float(seconds) < 0.01, (name, seconds)
 
 
 # -- random graphs -------------------------------------------------------------------------
@@ -247,6 +247,7 @@ def graphs(draw: st.DrawFn) -> dict[str, Any]:
     return ruleset(*flags, segments=segments)
 
 
+@pytest.mark.soak
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     document=graphs(),

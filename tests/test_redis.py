@@ -608,7 +608,7 @@ def test_redis_unreachable_at_start_does_not_hold_up_readiness(
     )
     started = time.monotonic()
     client.start()
-    assert time.monotonic() - started < 0.5  # start() itself never touches Redis
+    assert time.monotonic() - started < 2.0  # start() itself never touches Redis
     assert client.wait_until_ready(10)
     status = client.status()
     assert (status.ruleset_version, status.ruleset_source, status.leader) == (1, "live", False)

