@@ -82,7 +82,7 @@ class OpenTelemetryHook(Hook):
     (``"phaseflag"``), ``feature_flag.result.variant`` (the variation key, when there is
     one), ``feature_flag.result.reason``, ``feature_flag.version`` (the ruleset
     version), ``feature_flag.context.id`` (the user id, else the session id; off with
-    ``include_context_id=False``), ``error.type`` and ``feature_flag.error.message``
+    ``include_context_id=False``), ``error.type`` and ``error.message``
     on a fallback, and ``feature_flag.result.value`` only with ``include_value=True``
     (objects and arrays as JSON text).
     """
@@ -128,7 +128,7 @@ class OpenTelemetryHook(Hook):
         if result.error_code is not None:
             attrs["error.type"] = ERROR_TYPES.get(result.error_code, result.error_code.lower())
             if result.error_message:
-                attrs["feature_flag.error.message"] = result.error_message
+                attrs["error.message"] = result.error_message
         if self._include_value:
             value = result.value
             attrs["feature_flag.result.value"] = (

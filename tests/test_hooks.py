@@ -214,6 +214,21 @@ class TestStages:
         client.get_boolean_value("checkout", False)
         assert len(log) == 3
 
+    def test_without_client_hooks_the_class_getters_serve(self, client: PhaseFlagClient) -> None:
+        """The no-cost claim's mechanism: getters are shadowed per client only while it has
+        hooks, and removing the last one restores the class's (one ``hooks`` test) getters."""
+        from phaseflag._hooks import _GETTERS
+
+        names = [name for name, _, _ in _GETTERS]
+        assert not any(name in vars(client) for name in names)
+        first, second = client.add_hook(Hook()), client.add_hook(Hook())
+        assert all(name in vars(client) for name in names)
+        first()
+        assert all(name in vars(client) for name in names)
+        second()
+        assert not any(name in vars(client) for name in names)
+        assert client.get_boolean_value("checkout", False, PRO) is True
+
     def test_not_a_hook_is_refused(self, client: PhaseFlagClient) -> None:
         """Anything without the four stages is a TypeError naming what it lacks."""
         with pytest.raises(TypeError, match="finally_after"):
@@ -338,3 +353,50 @@ def test_json_values_are_private_copies_on_the_hook_path(client: PhaseFlagClient
     first = client.get_json_value("config", {})
     first["nested"]["a"].append(2)
     assert client.get_json_value("config", {}) == {"retries": 2, "nested": {"a": [1]}}
+
+
+def test_openfeature_hooks_and_phaseflag_hooks_both_run() -> None:
+    """Behind the OpenFeature provider, OpenFeature's own hooks run around the provider's
+    resolution and phaseflag hooks on the wrapped client run inside it."""
+    of = pytest.importorskip("openfeature.api")
+    from openfeature.evaluation_context import EvaluationContext as OFContext
+    from openfeature.hook import Hook as OFHook
+    from openfeature.hook import HookContext as OFHookContext
+    from openfeature.hook import HookHints
+
+    from phaseflag.openfeature import PhaseFlagProvider
+
+    order: list[str] = []
+
+    class Outer(OFHook):
+        def before(self, hook_context: OFHookContext, hints: HookHints) -> None:
+            order.append(f"openfeature before {hook_context.flag_key}")
+
+        def finally_after(
+            self, hook_context: OFHookContext, details: Any, hints: HookHints
+        ) -> None:
+            order.append(f"openfeature finally {hook_context.flag_key} {details.value}")
+
+    class Inner(Hook):
+        def before(self, ctx: HookContext) -> None:
+            order.append(f"phaseflag before {ctx.flag_key} {ctx.kind}")
+
+        def finally_after(self, ctx: HookContext, result: EvaluationResult) -> None:
+            order.append(f"phaseflag finally {result.value}")
+
+    client = create_mock_client(bootstrap=DOC)
+    client.add_hook(Inner())
+    of.set_provider_and_wait(PhaseFlagProvider(client=client))
+    try:
+        of.add_hooks([Outer()])
+        flags = of.get_client()
+        assert flags.get_boolean_value("checkout", False, OFContext("u1", {"plan": "pro"}))
+    finally:
+        of.clear_hooks()
+        of.shutdown()
+    assert order == [
+        "openfeature before checkout",
+        "phaseflag before checkout boolean",
+        "phaseflag finally True",
+        "openfeature finally checkout True",
+    ]

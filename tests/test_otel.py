@@ -128,7 +128,8 @@ class TestEvaluationEvent:
         missing, mistyped = otel.events()
         assert missing["error.type"] == "flag_not_found"
         assert missing["feature_flag.result.reason"] == "error"
-        assert "missing" in missing["feature_flag.error.message"]
+        assert "missing" in missing["error.message"]
+        assert "feature_flag.error.message" not in missing  # the older, deprecated name
         assert "feature_flag.result.variant" not in missing
         assert mistyped["error.type"] == "type_mismatch"
         assert "feature_flag.context.id" in mistyped
