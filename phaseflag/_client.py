@@ -226,7 +226,7 @@ class PhaseFlagClient(Getters):
         self._transport: Transport | None = self._make_transport()
         self._events = make_events(self._settings, self._post_events)
         # The evaluation counters the read path increments (EventProcessor.count inlined).
-        self._counts = self._events._counts if self._events is not None else None
+        self._counts = self._events.counters.by_flag if self._events is not None else None
         self._sync: Poller | Any | None = None
         self._health = make_health(self._settings, self._store)
         self._post_deadline: float | None = None  # set by stop()/flush_events(timeout)
