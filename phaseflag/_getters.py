@@ -98,23 +98,28 @@ class Getters:
             hit = overrides.get(flag_key)
             if hit is not None:
                 return hit
-        scope = self._scopes.get() if self._scopes is not None else None
+        scopes = self._scopes
+        scope = scopes.get() if scopes is not None else None
         if scope is None:
-            result = self._evaluate(flag_key, context)
-            flag = self._store.ruleset.table.get(flag_key)
+            ruleset = self._store.ruleset
+            none_values = self._default_values
         else:
             ruleset = scope.ruleset
-            flag = ruleset.flags.get(flag_key)
-            if flag is None:
-                return self._missing(flag_key)
-            static = flag.static
-            if static is None:
-                values = scope.values if context is None else self._values_for(context)
-                run = flag.run if type(values) is not ListValues else None
-                result = run(values) if run is not None else evaluate_flag(flag, values, ruleset)
+            none_values = scope.values
+        flag = ruleset.table.get(flag_key) or ruleset.flags.get(flag_key)
+        if flag is None:
+            return self._missing(flag_key)
+        result = flag.static
+        if result is None:
+            if context is None:
+                values = none_values
+            elif type(context) is self._plain_type:
+                values = context._values
             else:
-                result = static
-        if flag is not None and flag.track_events:
+                values = self._context_values(context)
+            run = flag.run if type(values) is not ListValues else None  # lists: interpreter
+            result = run(values) if run is not None else evaluate_flag(flag, values, ruleset)
+        if flag.track_events:
             self._count(flag_key, result)
         return result
 
@@ -214,7 +219,9 @@ class Getters:
                         except KeyError:
                             self._count(flag_key, result)  # type: ignore[arg-type]
                     return result.value  # type: ignore[union-attr, no-any-return]
-            result = self._resolve(flag_key, context)
+                result = self._resolve(flag_key, context)
+            else:  # overrides or scopes in play, not compiled yet, or unknown
+                result = self._resolve_full(flag_key, context)
         except Exception as exc:  # a read never raises: bad key type, bad context, a bug
             self._misses.read_failed(flag_key, exc)
             result = None
@@ -250,7 +257,9 @@ class Getters:
                         except KeyError:
                             self._count(flag_key, result)  # type: ignore[arg-type]
                     return result.value  # type: ignore[union-attr, no-any-return]
-            result = self._resolve(flag_key, context)
+                result = self._resolve(flag_key, context)
+            else:  # overrides or scopes in play, not compiled yet, or unknown
+                result = self._resolve_full(flag_key, context)
         except Exception as exc:  # a read never raises: bad key type, bad context, a bug
             self._misses.read_failed(flag_key, exc)
             result = None
