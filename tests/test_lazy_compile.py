@@ -18,6 +18,7 @@ import pytest
 from conftest import boolean_flag, ruleset
 
 import phaseflag._compile as compile_module
+import phaseflag._compile_flag as compile_flag_module
 from phaseflag._compile import compile_flag, compile_ruleset, load_ruleset
 from phaseflag._errors import RulesetError
 from phaseflag._evaluation import evaluate
@@ -189,7 +190,7 @@ def test_unforeseen_compile_failure_isolates_the_flag(monkeypatch: pytest.Monkey
     def explode(*args: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(compile_module, "_build_flag", explode)
+    monkeypatch.setattr(compile_flag_module, "_build_flag", explode)
     assert evaluate(loaded, "a").error_code == ErrorCode.INVALID_FLAG
 
 
