@@ -14,12 +14,17 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-#: Exit status of a benchmark: every target met, a target missed, a wrong result seen.
-ALL_MET, MISSED, WRONG = 0, 1, 2
+#: Exit status of a benchmark: every target met, a target missed, a wrong result seen,
+#: cannot run here (a tool it needs is missing; the reason is the last line on stderr).
+ALL_MET, MISSED, WRONG, SKIPPED = 0, 1, 2, 3
 
 
 class WrongResult(AssertionError):
     """The benchmark saw a wrong answer; its numbers would mean nothing."""
+
+
+class Skip(Exception):
+    """The benchmark cannot run on this machine; the message says why."""
 
 
 def expect(condition: bool, message: str) -> None:
@@ -118,13 +123,14 @@ def print_targets(
     if target_width is None:
         target_width = max([len("target"), *(len(t["target"]) for t in rows)])
     print(
-        f"\n{'target':<{name_width}}{'measured':>{value_width + unit_width}}  "
+        f"\n{'target':<{name_width}}{'measured':>{value_width}}{'':<{unit_width}}  "
         f"{'target':<{target_width}} met"
     )
     for t in rows:
+        unit = f" {t['unit']}" if t["unit"] else ""
         print(
             f"{t['name']:<{name_width}}{shown(t['measured']):>{value_width}}"
-            f"{t['unit']:>{unit_width}}  {t['target']:<{target_width}} "
+            f"{unit:<{unit_width}}  {t['target']:<{target_width}} "
             f"{'yes' if t['met'] else 'NO'}"
         )
 
@@ -163,7 +169,8 @@ def main_of(
     default (the type is the default's) or ``(default, help)``. Calls ``run`` with the
     options by name (``--swap-every`` -> ``swap_every``) for the report, whose
     ``targets`` list is printed as a table after ``show(report)``'s own lines; writes the
-    JSON. Exit status 0 every target met, 1 one missed, 2 a wrong result (WrongResult)."""
+    JSON. Exit status 0 every target met, 1 one missed, 2 a wrong result (WrongResult),
+    3 when ``run`` raised Skip (nothing written)."""
     parser = argparse.ArgumentParser(description=doc.strip().split("\n")[0])
     for flag, spec in (options or {}).items():
         default, help_text = spec if isinstance(spec, tuple) else (spec, None)
@@ -174,6 +181,9 @@ def main_of(
         report = run(**args)
     except WrongResult as exc:
         return wrong_result(exc)
+    except Skip as exc:
+        print(f"skipped: {exc}", file=sys.stderr)
+        return SKIPPED
     if show is not None:
         show(report)
     print_targets(report["targets"], group_from=10_000)

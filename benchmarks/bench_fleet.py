@@ -12,12 +12,12 @@ redis-server started here, it measures:
 
     python benchmarks/bench_fleet.py [--sizes 1,10,50] [--changes 10] [--json PATH]
 
-Needs redis-server on PATH and the [redis] extra. Prints a table and writes JSON.
+Needs redis-server on PATH (exit status 3, skipped, without it) and the [redis] extra.
+Prints a table and writes JSON.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import at_most, finish, machine_info, parse_args, print_targets, realistic_ruleset
+from _common import Skip, at_most, machine_info, main_of, realistic_ruleset
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sdk-bench-fleet"
@@ -257,15 +257,10 @@ def run_size(n: int, changes: int, redis_url: str, api: Api, first: int) -> dict
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="1,10,50")
-    parser.add_argument("--changes", type=int, default=10)
-    args = parse_args(parser, "results_fleet.json")
+def run(sizes: str, changes: int) -> dict[str, Any]:
     server = shutil.which("redis-server")
     if server is None:
-        print("bench_fleet: redis-server is not installed", file=sys.stderr)
-        return 2
+        raise Skip("redis-server is not installed (it is not on PATH)")
     port = free_port()
     with tempfile.TemporaryDirectory() as directory:
         redis = subprocess.Popen(
@@ -278,26 +273,13 @@ def main() -> int:
             api = Api()
             rows = []
             first = 1
-            for n in (int(s) for s in args.sizes.split(",")):
-                rows.append(run_size(n, args.changes, f"redis://127.0.0.1:{port}/0", api, first))
-                first += args.changes + 1
+            for n in (int(s) for s in sizes.split(",")):
+                rows.append(run_size(n, changes, f"redis://127.0.0.1:{port}/0", api, first))
+                first += changes + 1
                 print(json.dumps(rows[-1]))
         finally:
             redis.kill()
             redis.wait(10)
-    print(
-        f"\n{'N':>4} {'req/min':>8} {'alone':>7} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'CPU/change ms':>14} {'RSS MB':>7}"
-    )
-    for r in rows:
-        p50 = r["change_to_applied_p50_ms"]
-        p99 = r["change_to_applied_p99_ms"]
-        print(
-            f"{r['processes']:>4} {r['ruleset_requests_per_min']:>8} "
-            f"{r['alone_requests_per_min']:>7} {'-' if p50 is None else p50:>7} "
-            f"{'-' if p99 is None else p99:>7} {r['follower_cpu_per_change_ms']:>14} "
-            f"{r['rss_mb_per_process']:>7}"
-        )
     targets = []
     for r in rows:
         n = r["processes"]
@@ -316,8 +298,7 @@ def main() -> int:
                     f"N={n} change->applied p99", r["change_to_applied_p99_ms"], "ms", 250, digits=1
                 )
             )
-    print_targets(targets, name_width=34, value_width=8, unit_width=5, target_width=9)
-    report = {
+    return {
         **machine_info(),
         "polling_interval": INTERVAL,
         "lease_time": LEASE,
@@ -325,7 +306,27 @@ def main() -> int:
         "rows": rows,
         "targets": targets,
     }
-    return finish(report, args.json)
+
+
+def show(report: dict[str, Any]) -> None:
+    print(
+        f"\n{'N':>4} {'req/min':>8} {'alone':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'CPU/change ms':>14} {'RSS MB':>7}"
+    )
+    for r in report["rows"]:
+        p50 = r["change_to_applied_p50_ms"]
+        p99 = r["change_to_applied_p99_ms"]
+        print(
+            f"{r['processes']:>4} {r['ruleset_requests_per_min']:>8} "
+            f"{r['alone_requests_per_min']:>7} {'-' if p50 is None else p50:>7} "
+            f"{'-' if p99 is None else p99:>7} {r['follower_cpu_per_change_ms']:>14} "
+            f"{r['rss_mb_per_process']:>7}"
+        )
+
+
+def main() -> int:
+    options = {"--sizes": "1,10,50", "--changes": 10}
+    return main_of(__doc__, "results_fleet.json", run, show, options=options)
 
 
 def _ping(port: int) -> bool:

@@ -15,7 +15,6 @@ when phaseflag loads slower than the fastest peer or adds more memory than Growt
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -25,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import finish, machine_info, parse_args, target
+from _common import machine_info, main_of, target
 
 HERE = Path(__file__).resolve().parent
 SHAPES = ("S1", "S2", "S3", "S4")
@@ -445,28 +444,18 @@ def load_row(n: int = 10_000, rounds: int = 3) -> dict[str, Any]:
     return {sdk: {k: v for k, v in row.items() if k != "rss"} for sdk, row in results.items()}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--flags", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parse_args(parser, "results_load.json")
-    results = run(args.flags, args.rounds)
-    ours = results["phaseflag"]
+def load_targets(results: dict[str, Any], flags: int) -> list[dict[str, Any]]:
+    """The load targets of ``run()``'s (or ``load_row()``'s) results: phaseflag's load time
+    over the fastest peer's, and its RSS added over GrowthBook's (issue 15: both <= 1)."""
+    ours = results.get("phaseflag", {})
     peers = {k: v for k, v in results.items() if k != "phaseflag" and "median_s" in v}
-    print(f"{args.flags:,} flags (S1-S4 shapes), bytes -> first correct read, fresh process")
-    print(f"{'sdk':<14}{'load ms':>10}{'RSS MB':>9}  note")
-    for sdk, row in results.items():
-        if "median_s" in row:
-            print(f"{sdk:<14}{row['median_s'] * 1000:>10.0f}{row['added_rss_mb']:>9.1f}")
-        else:
-            print(f"{sdk:<14}{'-':>10}{'-':>9}  skipped: {row.get('skipped', 'no runs')}")
     targets = []
     if "median_s" in ours and peers:
         fastest = min(peers, key=lambda k: peers[k]["median_s"])
         ratio = ours["median_s"] / peers[fastest]["median_s"]
         targets.append(
             target(
-                f"load {args.flags // 1000}k flags / fastest peer ({fastest})",
+                f"load {flags // 1000}k flags / fastest peer ({fastest})",
                 round(ratio, 3),
                 "x",
                 "<= 1",
@@ -478,18 +467,35 @@ def main() -> int:
             mine = ours["added_rss_mb"]
             targets.append(
                 target(
-                    f"RSS added for {args.flags // 1000}k flags / GrowthBook's",
+                    f"RSS added for {flags // 1000}k flags / GrowthBook's",
                     round(mine / gb, 3),
                     "x",
                     "<= 1",
                     mine <= gb,
                 )
             )
-    report = {**machine_info(), "flags": args.flags, "results": results, "targets": targets}
-    for t in targets:
-        print(f"{t['name']:<48}{t['measured']:>8}{t['unit']}  {t['target']}  "
-              f"{'yes' if t['met'] else 'NO'}")  # fmt: skip
-    return finish(report, args.json)
+    return targets
+
+
+def report(flags: int, rounds: int) -> dict[str, Any]:
+    results = run(flags, rounds)
+    targets = load_targets(results, flags)
+    return {**machine_info(), "flags": flags, "results": results, "targets": targets}
+
+
+def show(report: dict[str, Any]) -> None:
+    print(f"{report['flags']:,} flags (S1-S4 shapes), bytes -> first correct read, fresh process")
+    print(f"{'sdk':<14}{'load ms':>10}{'RSS MB':>9}  note")
+    for sdk, row in report["results"].items():
+        if "median_s" in row:
+            print(f"{sdk:<14}{row['median_s'] * 1000:>10.0f}{row['added_rss_mb']:>9.1f}")
+        else:
+            print(f"{sdk:<14}{'-':>10}{'-':>9}  skipped: {row.get('skipped', 'no runs')}")
+
+
+def main() -> int:
+    options = {"--flags": 10_000, "--rounds": 3}
+    return main_of(__doc__, "results_load.json", report, show, options=options)
 
 
 if __name__ == "__main__":

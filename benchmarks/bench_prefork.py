@@ -15,7 +15,6 @@ the 4 workers' total PSS under 1.5x the RSS of one worker. Exit 1 when missed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import finish, machine_info, parse_args, target
+from _common import machine_info, main_of, target
 
 HERE = Path(__file__).resolve().parent
 TARGET_RATIO = 1.5
@@ -116,54 +115,62 @@ def measure(
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--flags", type=int, default=10_000)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--reads", type=int, default=100, help="flags each worker reads")
-    args = parse_args(parser, "results_prefork.json")
+def run(flags: int, workers: int, reads: int) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
     from bench_load import phaseflag_doc
 
     with tempfile.TemporaryDirectory() as workdir:
         path = str(Path(workdir, "flags.json"))
-        Path(path).write_text(json.dumps(phaseflag_doc(args.flags)), "utf-8")
-        shared = measure(path, args.workers, True, args.reads)
-        control = measure(path, args.workers, False, args.reads)
-        every = measure(path, args.workers, True, args.flags)
-        every_compiled = measure(path, args.workers, True, args.flags, compile_first=True)
-    print(f"{args.flags:,} flags, {args.workers} forked workers, each reads {args.reads} + 2 gc")
-    print(f"{'':<26}{'total PSS MB':>13}{'1 worker RSS':>14}{'ratio':>8}")
-    rows = (
-        ("fork hook (as shipped)", shared),
-        ("hook off (control)", control),
-        ("as shipped, all flags read", every),
-        ("all read, master compiled", every_compiled),
-    )
-    for label, row in rows:
-        print(
-            f"{label:<26}{row['total_pss_mb']:>13.1f}{row['one_worker_rss_mb']:>14.1f}"
-            f"{row['ratio']:>8.2f}"
-        )
+        Path(path).write_text(json.dumps(phaseflag_doc(flags)), "utf-8")
+        shared = measure(path, workers, True, reads)
+        control = measure(path, workers, False, reads)
+        every = measure(path, workers, True, flags)
+        every_compiled = measure(path, workers, True, flags, compile_first=True)
     targets = [
         target(
-            f"{args.workers} workers' PSS / one worker's RSS",
+            f"{workers} workers' PSS / one worker's RSS",
             round(shared["ratio"], 3),
             "x",
             f"< {TARGET_RATIO:g}",
             shared["ratio"] < TARGET_RATIO,
         )
     ]
-    report = {
+    return {
         **machine_info(),
-        "reads": args.reads,
+        "flags": flags,
+        "workers": workers,
+        "reads": reads,
         "shared": shared,
         "control": control,
         "all_flags_read": every,
         "all_flags_read_master_compiled": every_compiled,
         "targets": targets,
     }
-    return finish(report, args.json)
+
+
+def show(report: dict[str, Any]) -> None:
+    print(
+        f"{report['flags']:,} flags, {report['workers']} forked workers, each reads "
+        f"{report['reads']} + 2 gc"
+    )
+    print(f"{'':<26}{'total PSS MB':>13}{'1 worker RSS':>14}{'ratio':>8}")
+    rows = (
+        ("fork hook (as shipped)", "shared"),
+        ("hook off (control)", "control"),
+        ("as shipped, all flags read", "all_flags_read"),
+        ("all read, master compiled", "all_flags_read_master_compiled"),
+    )
+    for label, key in rows:
+        row = report[key]
+        print(
+            f"{label:<26}{row['total_pss_mb']:>13.1f}{row['one_worker_rss_mb']:>14.1f}"
+            f"{row['ratio']:>8.2f}"
+        )
+
+
+def main() -> int:
+    options = {"--flags": 10_000, "--workers": 4, "--reads": (100, "flags each worker reads")}
+    return main_of(__doc__, "results_prefork.json", run, show, options=options)
 
 
 if __name__ == "__main__":

@@ -11,22 +11,12 @@ wrong.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 from typing import Any
 
-from _common import (
-    WrongResult,
-    at_most,
-    expect,
-    finish,
-    machine_info,
-    parse_args,
-    print_targets,
-    wrong_result,
-)
+from _common import at_most, expect, machine_info, main_of
 
 from phaseflag import EvaluationContext, compile_ruleset, evaluate
 from phaseflag._operators import MAX_REGEX_INPUT
@@ -104,20 +94,15 @@ def run(reads: int) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reads", type=int, default=2000)
-    args = parse_args(parser, "results_regex.json")
-    try:
-        report = run(args.reads)
-    except WrongResult as exc:
-        return wrong_result(exc)
+def show(report: dict[str, Any]) -> None:
     print(f"{'pattern':<32}{'input':>6}{'median':>10}")
     for row in report["patterns"]:
         print(f"{row['pattern']:<32}{row['input_chars']:>6}{row['median_us']:>8.1f}µs")
     print(f"{EVERYDAY[0]:<32}{len(EVERYDAY[2]):>6}{report['everyday_us']:>8.1f}µs  (everyday)")
-    print_targets(report["targets"], name_width=40, value_width=8, unit_width=3, target_width=7)
-    return finish(report, args.json)
+
+
+def main() -> int:
+    return main_of(__doc__, "results_regex.json", run, show, options={"--reads": 2000})
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Memory is measured in a fresh subprocess (VmRSS after reading the bytes, then af
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import statistics
@@ -22,16 +21,7 @@ from array import array
 from pathlib import Path
 from typing import Any
 
-from _common import (
-    WrongResult,
-    at_most,
-    expect,
-    finish,
-    machine_info,
-    parse_args,
-    print_targets,
-    wrong_result,
-)
+from _common import at_most, expect, machine_info, main_of
 
 import phaseflag
 from phaseflag import EvaluationContext, PhaseFlagClient, Ruleset, load_ruleset
@@ -315,13 +305,13 @@ def measure_reads_during_builds(n: int, builds: int) -> dict[str, Any]:
     }
 
 
-def run(n: int, builds: int) -> dict[str, Any]:
-    raw = encode(document(n))
-    build = measure_build(raw, n)
-    memory = measure_memory(raw, n)
-    poll = measure_poll_update(n)
-    not_modified = measure_not_modified(n)
-    reads = measure_reads_during_builds(n, builds)
+def run(flags: int, builds: int) -> dict[str, Any]:
+    raw = encode(document(flags))
+    build = measure_build(raw, flags)
+    memory = measure_memory(raw, flags)
+    poll = measure_poll_update(flags)
+    not_modified = measure_not_modified(flags)
+    reads = measure_reads_during_builds(flags, builds)
     loads = not_modified["loads_during_304s"] + not_modified["parses_during_304s"]
     rows = [
         ("build 10k flags from JSON bytes", build["median_s"], "s", "build_s"),
@@ -336,7 +326,7 @@ def run(n: int, builds: int) -> dict[str, Any]:
     ]
     return {
         **machine_info(),
-        "flags": n,
+        "flags": flags,
         "ruleset_bytes": len(raw),
         "build": build,
         "memory": memory,
@@ -347,18 +337,10 @@ def run(n: int, builds: int) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--flags", type=int, default=10_000)
-    parser.add_argument("--builds", type=int, default=3, help="rulesets built during reads")
-    args = parse_args(parser, "results_scale.json")
-    try:
-        report = run(args.flags, args.builds)
-    except WrongResult as exc:
-        return wrong_result(exc)
+def show(report: dict[str, Any]) -> None:
     m, b, p = report["memory"], report["build"], report["poll_update"]
     nm, r = report["not_modified"], report["reads_during_builds"]
-    print(f"{args.flags:,} S2-shaped flags, {report['ruleset_bytes'] / 2**20:.1f} MB of JSON")
+    print(f"{report['flags']:,} S2-shaped flags, {report['ruleset_bytes'] / 2**20:.1f} MB of JSON")
     print(f"  build (parse+validate+compile): median {b['median_s']:.3f} s, min {b['min_s']:.3f} s")
     print(f"  added RSS: {m['added_rss_mb']:.1f} MB (fresh process, after gc.collect())")
     print(f"  poll changing 1 flag: {p['median_s'] * 1000:.0f} ms, {p['reused_flags']:,} reused")
@@ -375,8 +357,11 @@ def main() -> int:
             f"    {label:<14}{s['reads']:>10,}{s['p50_ns']:>9.0f}{s['p99_ns']:>9.0f}"
             f"{s['p999_ns']:>11.0f}{s['max_ns'] / 1e6:>9.1f}"
         )
-    print_targets(report["targets"], name_width=38, value_width=10, unit_width=2, target_width=8)
-    return finish(report, args.json)
+
+
+def main() -> int:
+    options = {"--flags": 10_000, "--builds": (3, "rulesets built during reads")}
+    return main_of(__doc__, "results_scale.json", run, show, options=options)
 
 
 if __name__ == "__main__":

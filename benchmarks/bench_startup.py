@@ -10,7 +10,6 @@ a result is wrong.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -19,17 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import (
-    WrongResult,
-    at_most,
-    expect,
-    finish,
-    machine_info,
-    parse_args,
-    print_targets,
-    realistic_ruleset,
-    wrong_result,
-)
+from _common import at_most, expect, machine_info, main_of, realistic_ruleset
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_IMPORT_MS = 150.0
@@ -163,23 +152,17 @@ def run(runs: int) -> dict[str, Any]:
     ]
     return {
         **machine_info(),
+        "runs": runs,
         "import": imp,
         "ready": ready,
         "targets": targets,
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=9)
-    args = parse_args(parser, "results_startup.json")
-    try:
-        report = run(args.runs)
-    except WrongResult as exc:
-        return wrong_result(exc)
+def show(report: dict[str, Any]) -> None:
     imp, ready = report["import"], report["ready"]
     print(
-        f"import phaseflag: median {imp['median_ms']:.0f} ms over {args.runs} fresh "
+        f"import phaseflag: median {imp['median_ms']:.0f} ms over {report['runs']} fresh "
         f"interpreters (first {imp['first_ms']:.0f} ms); heaviest packages (cumulative):"
     )
     for ms, name in imp["heaviest_imports_ms"]:
@@ -191,8 +174,10 @@ def main() -> int:
         f"KiB): ready {ready['median_s'] * 1000:.0f} ms after import (import + ready "
         f"{ready['import_then_ready_s'] * 1000:.0f} ms)"
     )
-    print_targets(report["targets"], name_width=46, value_width=8, unit_width=2, target_width=7)
-    return finish(report, args.json)
+
+
+def main() -> int:
+    return main_of(__doc__, "results_startup.json", run, show, options={"--runs": 9})
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ cannot grow with threads; the target is that it does not collapse either (no loc
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import threading
@@ -18,17 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import bench_evaluation as scen
-from _common import (
-    WrongResult,
-    at_least,
-    expect,
-    finish,
-    machine_info,
-    parse_args,
-    print_targets,
-    target,
-    wrong_result,
-)
+from _common import at_least, expect, machine_info, main_of, target
 
 from phaseflag import EvaluationContext, PhaseFlagClient, Ruleset, compile_ruleset, evaluate
 
@@ -232,15 +221,7 @@ def run(seconds: float, swaps: int) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=1.5, help="per thread count")
-    parser.add_argument("--swaps", type=int, default=1000)
-    args = parse_args(parser, "results_threads.json")
-    try:
-        report = run(args.seconds, args.swaps)
-    except WrongResult as exc:
-        return wrong_result(exc)
+def show(report: dict[str, Any]) -> None:
     print(f"{'threads':>8}{'reads':>12}{'reads/s':>14}   (S1-S4 mixed, every answer checked)")
     for row in report["throughput"]["rows"]:
         print(f"{row['threads']:>8}{row['reads']:>12,}{row['reads_per_s']:>14,.0f}")
@@ -251,8 +232,11 @@ def main() -> int:
         f"{s['mixed']} mixed-version, {s['backwards']} backwards; versions seen per "
         f"reader {s['versions_seen_per_reader']}"
     )
-    print_targets(report["targets"], name_width=40, value_width=9, unit_width=1, target_width=7)
-    return finish(report, args.json)
+
+
+def main() -> int:
+    options = {"--seconds": (1.5, "per thread count"), "--swaps": 1000}
+    return main_of(__doc__, "results_threads.json", run, show, options=options)
 
 
 if __name__ == "__main__":

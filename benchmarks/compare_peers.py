@@ -7,12 +7,14 @@ port), for the same pre-built contexts. Rounds are interleaved; the table shows 
 median ns per evaluation and each peer's ratio to phaseflag, and is printed as
 markdown for the README. Answers are checked before and during timing (rollouts by
 their ~50% split, since each SDK hashes differently). A peer that cannot be installed
-or run is reported as skipped with the reason. Exit status 1 when a target is missed.
+or run is reported as skipped with the reason. Then the load row (bench_load.py's
+``load_row()``: 10,000 flags loaded by each SDK in a fresh process, ``--load-rounds``
+rounds, 0 to leave it out), in the same run so its ratios compare like the reads'.
+Exit status 1 when a target is missed.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import gc
 import importlib.metadata
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_evaluation as scen
-from _common import finish, machine_info, parse_args, target
+from _common import machine_info, main_of, target
 
 from phaseflag import EvaluationContext, PhaseFlagClient
 
@@ -44,6 +46,7 @@ S2_PLANS = ["pro", "enterprise"]
 S4_PLANS = ["pro", "enterprise", "team"]
 S4_MINIMUMS = [f"{9 - i}.0.0" for i in range(9)] + ["1.0.0"]  # rule i: app_version >= this
 SPLIT_TOLERANCE = 0.025  # a 50% rollout must serve 47.5%-52.5% of 10,000 users
+LOAD_FLAGS = 10_000  # issue 15: 10,000 realistic flags ready to serve
 
 Batch = Callable[[Sequence[Any]], list[Any]]
 
@@ -725,7 +728,7 @@ def build_peers(workdir: str) -> tuple[list[Sdk], dict[str, dict[str, str]]]:
     return peers, status
 
 
-def run(rounds: int) -> dict[str, Any]:
+def run(rounds: int, load_rounds: int) -> dict[str, Any]:
     plain = plain_contexts()
     n_users = scen.N_CONTEXTS
     want = expected(plain)
@@ -794,11 +797,18 @@ def run(rounds: int) -> dict[str, Any]:
         targets.append(
             target(f"peers {name}: phaseflag / dict+if", row["ratio_to_baseline"], "x", wanted, met)
         )
+    load: dict[str, Any] = {}
+    if load_rounds > 0:
+        from bench_load import load_row, load_targets
+
+        load = load_row(LOAD_FLAGS, load_rounds)
+        targets += load_targets(load, LOAD_FLAGS)
     return {
         **machine_info(),
         "rounds": rounds,
         "peers": status,
         "results": results,
+        "load": load,
         "targets": targets,
     }
 
@@ -808,7 +818,8 @@ def _ns(value: float) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The README table: median per evaluation, and each peer's ratio to phaseflag."""
+    """The README table: median per evaluation, and each peer's ratio to phaseflag; then
+    the load rows (time to the first correct read and RSS added, 10,000 flags)."""
     peers = [k for k, v in report["peers"].items() if v["status"] == "ok"]
     head = ["scenario", "phaseflag", "dict+if", "phaseflag ÷ dict+if", *peers]
     head.append("fastest peer ÷ phaseflag")
@@ -820,24 +831,43 @@ def markdown(report: dict[str, Any]) -> str:
         best = row["best_peer_ratio"]
         cells.append(f"{best:.1f}x ({row['best_peer']})" if best else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
+    load = report.get("load") or {}
+    ours = load.get("phaseflag", {})
+    if "median_s" in ours:
+        for label, key, unit in (
+            ("load 10k flags", "median_s", "{:,.0f} ms"),
+            ("RSS added, 10k flags", "added_rss_mb", "{:,.1f} MB"),
+        ):
+            scale = 1000.0 if key == "median_s" else 1.0
+            mine = ours[key]
+            ratios = {p: load[p][key] / mine for p in peers if "median_s" in load.get(p, {})}
+            cells = [label, unit.format(mine * scale), "—", "—"]
+            cells += [
+                f"{unit.format(load[p][key] * scale)} ({ratios[p]:.1f}x)" if p in ratios else "n/a"
+                for p in peers
+            ]
+            best = min(ratios, key=ratios.__getitem__) if ratios else None
+            cells.append(f"{ratios[best]:.2f}x ({best})" if best else "n/a")
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    args = parse_args(parser, "results_peers.json")
-    report = run(args.rounds)
+def show(report: dict[str, Any]) -> None:
     print(markdown(report))
     print()
     for name, info in report["peers"].items():
         detail = info.get("note") if info["status"] == "ok" else info["reason"]
         print(f"{name:<13}{info['status']:<9}{detail}")
-    print(f"\nmedian ns per evaluation over {args.rounds} interleaved rounds; target: every")
+    for name, row in (report.get("load") or {}).items():
+        if "skipped" in row:
+            print(f"load: {name} skipped: {row['skipped']}")
+    print(f"\nmedian ns per evaluation over {report['rounds']} interleaved rounds; target: every")
     print(f"scenario's fastest peer >= {TARGET_RATIO:g}x slower than phaseflag")
-    for t in report["targets"]:
-        print(f"  {t['name']:<38}{t['measured']}{t['unit']:<16} {'met' if t['met'] else 'MISSED'}")
-    return finish(report, args.json)
+
+
+def main() -> int:
+    options = {"--rounds": 15, "--load-rounds": (3, "rounds of the load row; 0 leaves it out")}
+    return main_of(__doc__, "results_peers.json", run, show, options=options)
 
 
 if __name__ == "__main__":
