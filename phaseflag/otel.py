@@ -37,7 +37,10 @@ if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider
     from opentelemetry.metrics import MeterProvider
 
+    from ._async import AsyncPhaseFlagClient
     from ._client import PhaseFlagClient
+
+    AnyClient = PhaseFlagClient | AsyncPhaseFlagClient
 
 __all__ = ["EVENT_NAME", "OpenTelemetryHook", "instrument", "register_metrics"]
 
@@ -157,7 +160,7 @@ class OpenTelemetryHook(Hook):
 
 
 def register_metrics(
-    client: PhaseFlagClient, *, meter_provider: MeterProvider | None = None
+    client: AnyClient, *, meter_provider: MeterProvider | None = None
 ) -> Callable[[], None]:
     """Report a client's health as metrics; returns a function that stops reporting.
 
@@ -219,14 +222,15 @@ def register_metrics(
 
 
 def instrument(
-    client: PhaseFlagClient,
+    client: AnyClient,
     *,
     logger_provider: LoggerProvider | None = None,
     meter_provider: MeterProvider | None = None,
     include_value: bool = False,
     include_context_id: bool = True,
 ) -> Callable[[], None]:
-    """Add an :class:`OpenTelemetryHook` to ``client`` and :func:`register_metrics` for it.
+    """Add an :class:`OpenTelemetryHook` to ``client`` (a PhaseFlagClient or an
+    AsyncPhaseFlagClient) and :func:`register_metrics` for it.
 
     Providers default to the global ones (``opentelemetry.sdk`` sets them up). Returns a
     function that removes the hook and stops the metrics.

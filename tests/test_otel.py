@@ -225,6 +225,26 @@ class TestClientMetrics:
         finally:
             c.stop()
 
+    def test_instrument_takes_the_async_client(self, otel: Telemetry) -> None:
+        """instrument() on an AsyncPhaseFlagClient: its reads emit events, its status
+        feeds the gauges, and undo removes both."""
+        from phaseflag import AsyncPhaseFlagClient
+
+        c = AsyncPhaseFlagClient.from_client(create_mock_client(bootstrap=DOC))
+        try:
+            undo = instrument(
+                c, logger_provider=otel.logger_provider, meter_provider=otel.meter_provider
+            )
+            assert c.get_boolean_value("checkout", False, PRO) is True
+            (event,) = otel.events()
+            assert event["feature_flag.result.variant"] == "on"
+            assert otel.metrics()["phaseflag.events.queued"] == [({}, 0)]
+            undo()
+            c.get_boolean_value("checkout", False, PRO)
+            assert len(otel.events()) == 1
+        finally:
+            c.sync_client.stop()
+
     def test_instrument_adds_hook_and_metrics_and_undoes_them(self, otel: Telemetry) -> None:
         c = create_mock_client(bootstrap=DOC)
         try:
