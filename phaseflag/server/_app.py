@@ -1,20 +1,18 @@
 """The routes of ``phaseflag serve`` as a Starlette app: the SDK API (DESIGN.md §3), OFREP,
 ``/healthz``, ``/metrics`` and the dashboard.
 
-Authentication is a constant-time check of a bearer or ``X-API-Key`` key; a request
-without a valid one is answered 401 and its connection closed. Streams are one task
-each, woken together by one shared future when the served ruleset changes.
+Every route but ``/healthz`` needs a key when keys are configured (``_access``); a request
+without a valid one is answered 401 and its connection closed. The ruleset route
+(``_ruleset_route``) and the streams (``_streams``) have modules of their own; the JSON
+routes (events, remote evaluation, OFREP, health, metrics) are here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import hmac
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -29,9 +27,12 @@ from .._evaluation import evaluate_flag, not_found
 from .._version import __version__
 from ..types import EvaluationContext
 from . import _ofrep
+from ._access import ApiKeys, access, trusted
 from ._eventlog import EventLog
-from ._json import dumps, json_response, parse_json
+from ._json import json_response, parse_json
 from ._metrics import Metrics
+from ._ruleset_route import RULESET_PATH, RulesetRoute
+from ._streams import STREAM_PATH, StreamEndpoint, Streams
 from ._watch import Snapshot
 
 __all__ = ["App", "Source"]
@@ -40,20 +41,6 @@ _log = logging.getLogger("phaseflag")
 
 _API: Final = "/api/v1"
 _OFREP_FLAGS: Final = "/ofrep/v1/evaluate/flags"
-_UNAUTHORIZED: Final = {"WWW-Authenticate": 'Bearer realm="phaseflag"', "Connection": "close"}
-_SSE_HEADERS: Final = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-    (b"connection", b"close"),
-]
-
-_RULESET: Final = f"{_API}/sdk/ruleset"
-_RULESET_405: Final = b'{"error":"method_not_allowed","message":"use GET, HEAD"}'
-_RULESET_HEADERS: Final = ((b"cache-control", b"no-cache"), (b"vary", b"Accept-Encoding"))
-_JSON: Final = (b"content-type", b"application/json")
-_GZIP: Final = (b"content-encoding", b"gzip")
-_WWW_AUTHENTICATE: Final = (b"www-authenticate", b'Bearer realm="phaseflag"')
 _ALL_METHODS: Final = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -92,26 +79,11 @@ def _error(status: int, code: str, message: str, **extra: Any) -> Response:
     return json_response(status, {"error": code, "message": message, **extra})
 
 
-def _accepts_gzip(accept_encoding: str) -> bool:
-    for item in accept_encoding.split(","):
-        coding, _, params = item.partition(";")
-        if coding.strip().lower() in ("gzip", "x-gzip"):
-            quality = params.strip().lower()
-            if not quality.startswith("q="):
-                return True
-            try:
-                return float(quality[2:]) != 0.0
-            except ValueError:
-                return True
-    return False
-
-
 class App:
     """Routes requests to handlers; every route but ``/healthz`` needs a key (when keys are set).
 
-    Keys are compared with ``hmac.compare_digest`` against every configured key (no early
-    exit). Runs on one event loop: ``notify_change`` and ``stop`` may be called from any
-    thread once ``bind`` has given it that loop.
+    Runs on one event loop: ``notify_change`` and ``stop`` may be called from any thread
+    once ``bind`` has given it that loop.
     """
 
     def __init__(
@@ -128,13 +100,9 @@ class App:
         self._source = source
         self._events = events
         self._metrics = metrics
-        self._keys = tuple(key.encode("utf-8") for key in api_keys)
-        self._ping_interval = ping_interval
+        self._keys = ApiKeys(api_keys)
         self._forward = forward
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._changed: asyncio.Future[str] | None = None
-        self._stopping = False
-        self.stream_clients = 0
+        self._streams = Streams(source, metrics, ping_interval)
         #: (flag key, variation key) -> evaluations reported in received SDK summaries.
         self.evaluations: dict[tuple[str, str], int] = {}
         #: Events handed to the upstream pipeline, and dropped by it (relay mode).
@@ -151,21 +119,24 @@ class App:
             Route(path, self._dispatcher(path, table), methods=_ALL_METHODS)
             for path, table in methods.items()
         ]
-        routes.insert(0, Route(f"{_API}/sdk/stream", _StreamEndpoint(self)))
+        routes.insert(0, Route(STREAM_PATH, StreamEndpoint(self._streams, self._keys, metrics)))
         if ui:
             from ._dashboard import dashboard_routes
 
             routes.extend(dashboard_routes(self))
         self._starlette = Starlette(routes=routes, exception_handlers={404: self._not_found})
-        self._count_ruleset = {
-            status: metrics.counter_for(_RULESET, status) for status in (200, 304, 401, 405)
-        }
+        self._ruleset = RulesetRoute(source, self._keys, metrics)
         metrics.read_state_from(self._state)
 
     @property
     def source(self) -> Source:
         """Where the served ruleset comes from."""
         return self._source
+
+    @property
+    def stream_clients(self) -> int:
+        """Streams open now."""
+        return self._streams.clients
 
     def forward_to(
         self,
@@ -198,34 +169,15 @@ class App:
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Run on ``loop`` (called in the loop's thread before serving)."""
-        self._loop = loop
-        self._changed = loop.create_future()
-        loop.call_later(self._ping_interval, self._ping)
-
-    def _ping(self) -> None:
-        """Every ``ping_interval``: wake every stream to send a ping."""
-        if self._stopping or self._loop is None or self._loop.is_closed():
-            return
-        self._wake("ping")
-        self._loop.call_later(self._ping_interval, self._ping)
+        self._streams.bind(loop)
 
     def notify_change(self, snapshot: Snapshot | None = None) -> None:
         """Wake every stream to send the current snapshot (thread-safe)."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._wake)
+        self._streams.notify_change()
 
     def stop(self) -> None:
         """End every stream (thread-safe)."""
-        self._stopping = True
-        self.notify_change()
-
-    def _wake(self, reason: str = "change") -> None:
-        assert self._loop is not None
-        old, self._changed = self._changed, self._loop.create_future()
-        if old is not None and not old.done():
-            old.set_result(reason)
+        self._streams.stop()
 
     # -- auth ----------------------------------------------------------------------------------
 
@@ -236,35 +188,11 @@ class App:
 
     def check_key(self, headers: Any) -> str | None:
         """None when a configured key was presented (or none are configured), else why not."""
-        if not self._keys:
-            return None
-        authorization = headers.get("authorization")
-        api_key = headers.get("x-api-key")
-        return self._key_problem(
-            None if authorization is None else authorization.encode("latin-1", "replace"),
-            None if api_key is None else api_key.encode("latin-1", "replace"),
-        )
-
-    def _key_problem(self, authorization: bytes | None, api_key: bytes | None) -> str | None:
-        """check_key over raw header bytes: every configured key compared, no early exit."""
-        presented = []
-        if authorization is not None:
-            scheme, _, token = authorization.strip().partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
-                presented.append(token.strip())
-        if api_key:
-            presented.append(api_key)
-        if not presented:
-            return "missing API key: send 'Authorization: Bearer <key>'"
-        matched = False
-        for candidate in presented:
-            for key in self._keys:
-                matched |= hmac.compare_digest(candidate, key)
-        return None if matched else "invalid API key"
+        return self._keys.check(headers)
 
     def unauthorized(self, problem: str) -> Response:
         """The 401 answer (its connection is closed after it)."""
-        return json_response(401, {"error": "unauthorized", "message": problem}, _UNAUTHORIZED)
+        return self._keys.unauthorized(problem)
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -306,7 +234,7 @@ class App:
     async def _health(self, request: Request) -> Response:
         snapshot = self._source.snapshot
         error = self._source.last_error
-        authorized = self._keys and self.check_key(request.headers) is None
+        authorized = bool(self._keys) and self.check_key(request.headers) is None
         body: dict[str, Any] = {
             "status": "ok",
             "version": __version__,
@@ -339,83 +267,14 @@ class App:
         """The ASGI entry: ``GET /sdk/ruleset`` (the route every polling SDK hits) is
         answered here without Starlette's routing and request objects; the rest goes to
         Starlette."""
-        if scope["type"] == "http" and scope["path"] == _RULESET:
-            await self._ruleset(scope, send)
+        if scope["type"] == "http" and scope["path"] == RULESET_PATH:
+            await self._ruleset.asgi(scope, send)
         else:
             await self._starlette(scope, receive, send)
 
-    def ruleset_answer(
-        self, method: str, headers: list[tuple[bytes, bytes]], trust: Callable[[], None]
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """``GET|HEAD /sdk/ruleset`` -> (status, headers, body): 200 (gzip when accepted),
-        304 on a held ETag, 401, 405. Counted here; ``trust`` runs for an authorized request.
-
-        The one decision for this route, used by the ASGI path and by the protocol's
-        direct answer (``_protocol``), which skips the ASGI machinery for it.
-        """
-        authorization = api_key = if_none_match = accept_encoding = None
-        for name, value in headers:
-            if name == b"authorization":
-                authorization = value
-            elif name == b"if-none-match":
-                if_none_match = value
-            elif name == b"accept-encoding":
-                accept_encoding = value
-            elif name == b"x-api-key":
-                api_key = value
-        body = b""
-        if method not in ("GET", "HEAD"):
-            status, body = 405, _RULESET_405
-            out = [(b"allow", b"GET, HEAD"), _JSON]
-        elif self._keys and (problem := self._key_problem(authorization, api_key)):
-            status = 401
-            body = dumps({"error": "unauthorized", "message": problem})
-            out = [_WWW_AUTHENTICATE, (b"connection", b"close"), _JSON]
-        else:
-            trust()
-            snapshot = self._source.snapshot
-            etag = snapshot.etag_header
-            if if_none_match is not None and _ofrep.etag_matches(
-                if_none_match.decode("latin-1"), snapshot.etag
-            ):
-                status, out = 304, [etag, *_RULESET_HEADERS]
-            elif accept_encoding is not None and _accepts_gzip(accept_encoding.decode("latin-1")):
-                status, body = 200, snapshot.gzipped
-                out = [etag, *_RULESET_HEADERS, _GZIP, _JSON]
-            else:
-                status, body = 200, snapshot.body
-                out = [etag, *_RULESET_HEADERS, _JSON]
-        if status != 304:
-            out.append((b"content-length", b"%d" % len(body)))
-        self._count_ruleset[status]()
-        return status, out, body
-
     def direct_routes(self) -> dict[bytes, Any]:
         """Routes the protocol answers without an ASGI task (``_protocol.Guard.direct``)."""
-
-        def ruleset(
-            method: str,
-            headers: list[tuple[bytes, bytes]],
-            trust: Callable[[], None],
-            version: str,
-        ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-            answer = self.ruleset_answer(method, headers, trust)
-            if _log.isEnabledFor(logging.DEBUG):
-                line = f"{method} {_RULESET} HTTP/{version}"
-                _log.debug("phaseflag serve: %r %d %s", line, answer[0], len(answer[2]))
-            return answer
-
-        return {_RULESET.encode("ascii"): ruleset}
-
-    async def _ruleset(self, scope: Scope, send: Send) -> None:
-        method = scope["method"]
-        status, headers, body = self.ruleset_answer(
-            method, scope["headers"], lambda: trusted(scope)
-        )
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
-        if _log.isEnabledFor(logging.DEBUG):
-            access(scope, status, len(body))
+        return self._ruleset.direct_routes()
 
     async def _post_events(self, request: Request) -> Response:
         body = await request.body()
@@ -492,106 +351,6 @@ class App:
         body = await request.body()
         ruleset = self._source.snapshot.ruleset
         return _ofrep.evaluate_all(ruleset, body, request.headers.get("if-none-match"))
-
-    # -- streams -------------------------------------------------------------------------------
-
-    async def stream(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """``GET /sdk/stream``: the ruleset now and on every change, pings in between.
-
-        The task parks on the one future every stream shares (resolved with "change" or
-        "ping"), so a change wakes 10,000 streams for the cost of one callback each; a
-        disconnect cancels the task (a second, parked task watches ``receive``).
-        """
-        assert self._loop is not None
-        task = asyncio.current_task()
-        assert task is not None
-        self.stream_clients += 1
-        self._metrics.count_request("/api/v1/sdk/stream", 200)
-        if _log.isEnabledFor(logging.DEBUG):
-            access(scope, 200, "-")
-        closed = False
-
-        def on_gone(_: object) -> None:
-            nonlocal closed
-            closed = True
-            task.cancel()
-
-        gone = self._loop.create_task(_until_disconnect(receive))
-        gone.add_done_callback(on_gone)
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-            sent: Snapshot | None = None
-            woken_by = "change"
-            while not self._stopping:
-                changed = self._changed
-                assert changed is not None
-                snapshot = self._source.snapshot
-                if snapshot is not sent:
-                    sent = snapshot
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": snapshot.sse_frame,
-                            "more_body": True,
-                        }
-                    )
-                elif woken_by == "ping":
-                    frame = b'event: ping\ndata: {"time":%d}\n\n' % int(time.time() * 1000)
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
-                # shield: cancelling this task (a disconnect) must not cancel the shared future.
-                woken_by = await asyncio.shield(changed)
-        except asyncio.CancelledError:
-            if not closed:
-                raise
-            return  # the client went away
-        finally:
-            self.stream_clients -= 1
-            gone.remove_done_callback(on_gone)
-            gone.cancel()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-class _StreamEndpoint:
-    """The ASGI app of ``/sdk/stream`` (method and key checks, then ``App.stream``)."""
-
-    def __init__(self, app: App) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        app = self._app
-        request = Request(scope)
-        if scope["method"] != "GET":
-            response = json_response(
-                405, {"error": "method_not_allowed", "message": "use GET"}, {"Allow": "GET"}
-            )
-        elif problem := app.check_key(request.headers):
-            response = app.unauthorized(problem)
-        else:
-            trusted(scope)
-            await app.stream(scope, receive, send)
-            return
-        app._metrics.count_request("/api/v1/sdk/stream", response.status_code)
-        if _log.isEnabledFor(logging.DEBUG):
-            access(scope, response.status_code, len(response.body))
-        await response(scope, receive, send)
-
-
-def trusted(scope: Scope) -> None:
-    """Tell the connection (``_protocol``) that it sent an authenticated request."""
-    extension = scope.get("extensions", {}).get("phaseflag.trust")
-    if extension is not None:
-        extension["trust"]()
-
-
-def access(scope: Scope, status: int, size: int | str) -> None:
-    """The DEBUG access log line: request line (no query, no headers), status, size."""
-    line = f"{scope['method']} {scope['path'][:200]} HTTP/{scope['http_version']}"
-    _log.debug("phaseflag serve: %r %d %s", line, status, size)
-
-
-async def _until_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 def _events_problem(document: Any) -> str | None:
