@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from ._cache import Cache, FileCache, MemoryCache
 from ._errors import ConfigError, InvalidContextError
@@ -83,14 +83,18 @@ def _text(name: str, value: object) -> str:
     return value
 
 
+def _absolute_http(url: str) -> SplitResult | None:
+    """The parts of an absolute http(s) URL (a scheme and a host), else None."""
+    try:
+        parts = urlsplit(url)
+        return parts if parts.scheme in ("http", "https") and parts.hostname else None
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        return None
+
+
 def _http_url(name: str, value: object) -> str:
     text = _text(name, value).strip()
-    try:
-        parts = urlsplit(text)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:
-        valid = False
-    if not valid:
+    if _absolute_http(text) is None:
         raise ConfigError(
             name,
             f"{display_url(text)!r} is not an absolute http(s) URL",
@@ -111,12 +115,8 @@ def check_base_url(name: str, value: object) -> str:
     url = value.strip().rstrip("/")
     if not url:
         return ""
-    try:
-        parts = urlsplit(url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:
-        valid = False
-    if not valid:
+    parts = _absolute_http(url)
+    if parts is None:
         raise ConfigError(
             name,
             f"must be an http:// or https:// URL, got {display_url(url)!r}",
