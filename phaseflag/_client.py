@@ -26,10 +26,10 @@ from ._config import (
     default_cache,
     redact,
 )
-from ._errors import InvalidContextError, TransportError
+from ._errors import TransportError
 from ._getters import NO_TABLE, Getters
 from ._health import client_status
-from ._hooks import Hook, check_hook, route_getters
+from ._hooks import Hook, add_hook
 from ._listeners import Listeners
 from ._model import EMPTY_RULESET, Flag, Ruleset
 from ._oncelog import OnceLog
@@ -38,10 +38,10 @@ from ._parts import make_events, make_health, make_sync, make_transport
 from ._process import enable_debug_logging, fresh_pools, register, unregister
 from ._reads import Misses
 from ._remote import evaluate_remote
-from ._scope import RequestScope, Scope
+from ._scope import RequestScope, Scope, open_scope
 from ._store import RulesetStore
 from ._sync import Poller
-from ._value_changes import ValueTracker
+from ._value_changes import ValueTracker, subscribe
 from .types import (
     ClientStatus,
     EvaluationContext,
@@ -221,7 +221,7 @@ class PhaseFlagClient(Getters):
         self._hooks: tuple[Hook, ...] = ()
         # Created by the first request_context(): until then reads skip the scope lookup.
         self._scopes: ContextVar[Scope | None] | None = None
-        self._value_changes = ValueTracker()
+        self._value_changes = ValueTracker(self._warn_once)
         self._make_locks()
         self._transport: Transport | None = self._make_transport()
         self._events = make_events(self._settings, self._post_events)
@@ -392,50 +392,14 @@ class PhaseFlagClient(Getters):
     def add_hook(self, hook: Hook) -> Callable[[], None]:
         """Run ``hook`` around every read of this client (see :class:`phaseflag.Hook`);
         returns a function that removes it. With no hooks, reads skip the hook path."""
-        check_hook(hook)
-        with self._hook_lock:
-            self._hooks = (*self._hooks, hook)
-            self._route_getters()
-
-        def remove() -> None:
-            with self._hook_lock:
-                kept = list(self._hooks)
-                if hook in kept:
-                    kept.remove(hook)
-                self._hooks = tuple(kept)
-                self._route_getters()
-
-        return remove
-
-    def _route_getters(self) -> None:
-        """While client hooks exist, instance attributes shadow the getters with ones that
-        always run them; without, the class's getters serve and test only their own
-        ``hooks`` argument (so a client without hooks pays nothing for them)."""
-        route_getters(self)
+        return add_hook(self, hook)
 
     def request_context(self, context: EvaluationContext | None = None) -> RequestScope:
         """A ``with`` (or ``async with``) scope for one request: reads that pass no context
         use ``context`` (over ``default_context``), and every read inside sees the ruleset
         held when the scope was entered, even if a new one lands meanwhile. Per thread and
         per asyncio task (``contextvars``). Raises InvalidContextError for a non-context."""
-        if context is not None and not isinstance(context, EvaluationContext):
-            raise InvalidContextError(
-                "context", f"expected an EvaluationContext, got {type(context).__name__}"
-            )
-        if self._scopes is None:
-            with self._hook_lock:
-                if self._scopes is None:
-                    self._scopes = ContextVar(f"phaseflag-scope-{id(self):x}", default=None)
-                    self._publish()
-        merged = context
-        if self._default_context is not None:
-            merged = self._default_context.merge(context)
-        values = merged._values if merged is not None else _NO_VALUES
-
-        def pin() -> Scope:
-            return Scope(self._store.ruleset, merged, values)
-
-        return RequestScope(self._scopes, pin)
+        return open_scope(self, context)
 
     def on_flag_value_change(
         self,
@@ -446,18 +410,7 @@ class PhaseFlagClient(Getters):
         """Call ``callback(old, new)`` when ``flag_key``'s value for ``context`` (merged over
         ``default_context``) changes after a ruleset update; a value is None while the flag
         is absent or failing. Runs on the sync thread; returns the unsubscribe function."""
-        if not isinstance(flag_key, str):
-            raise TypeError("flag_key must be a str")
-        if not callable(callback):
-            raise TypeError("callback must be callable as callback(old, new)")
-        values = self._context_values(context) if context is not None else self._default_values
-        with self._hook_lock:
-            if not self._value_changes.listening:
-                self._value_changes.listening = True
-                self._listeners.add(
-                    "change", lambda _: self._value_changes.ruleset_changed(self._store.ruleset)
-                )
-        return self._value_changes.add(flag_key, values, callback, self._store.ruleset)
+        return subscribe(self, flag_key, context, callback)
 
     # -- listeners -------------------------------------------------------------------------------
 

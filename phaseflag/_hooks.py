@@ -21,7 +21,7 @@ from .types import ErrorCode, EvaluationContext, EvaluationResult
 if TYPE_CHECKING:
     from ._client import PhaseFlagClient
 
-__all__ = ["EvaluationError", "Hook", "HookContext", "hooked_read", "run_hooks"]
+__all__ = ["EvaluationError", "Hook", "HookContext", "add_hook", "hooked_read", "run_hooks"]
 
 _STAGES: Final = ("before", "after", "error", "finally_after")
 
@@ -251,6 +251,25 @@ def hooked_variation(
     ):
         return None
     return hooked
+
+
+def add_hook(client: PhaseFlagClient, hook: Hook) -> Callable[[], None]:
+    """``client.add_hook``: add ``hook`` to the client's hooks and retype its getters;
+    returns the function that removes it again."""
+    check_hook(hook)
+    with client._hook_lock:
+        client._hooks = (*client._hooks, hook)
+        route_getters(client)
+
+    def remove() -> None:
+        with client._hook_lock:
+            kept = list(client._hooks)
+            if hook in kept:
+                kept.remove(hook)
+            client._hooks = tuple(kept)
+            route_getters(client)
+
+    return remove
 
 
 def route_getters(client: PhaseFlagClient) -> None:

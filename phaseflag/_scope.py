@@ -11,13 +11,18 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from ._errors import InvalidContextError
+from .types import EvaluationContext
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from ._client import PhaseFlagClient
     from ._model import Ruleset
-    from .types import EvaluationContext
 
-__all__ = ["RequestScope", "Scope"]
+_NO_VALUES: Mapping[str, Any] = {}
+
+__all__ = ["RequestScope", "Scope", "open_scope"]
 
 
 class Scope:
@@ -65,3 +70,27 @@ class RequestScope:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.__exit__()
+
+
+def open_scope(client: PhaseFlagClient, context: EvaluationContext | None) -> RequestScope:
+    """``client.request_context``: the client's scope variable is made on first use (from
+    then on its reads check it); the context is merged over ``default_context`` once, here."""
+    if context is not None and not isinstance(context, EvaluationContext):
+        raise InvalidContextError(
+            "context", f"expected an EvaluationContext, got {type(context).__name__}"
+        )
+    if client._scopes is None:
+        with client._hook_lock:
+            if client._scopes is None:
+                client._scopes = ContextVar(f"phaseflag-scope-{id(client):x}", default=None)
+                client._publish()
+    merged = context
+    if client._default_context is not None:
+        merged = client._default_context.merge(context)
+    values = merged._values if merged is not None else _NO_VALUES
+    store = client._store
+
+    def pin() -> Scope:
+        return Scope(store.ruleset, merged, values)
+
+    return RequestScope(client._scopes, pin)

@@ -12,13 +12,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._evaluation import evaluate_flag
 from ._model import Ruleset
 from ._oncelog import OnceLog
 
-__all__ = ["ValueTracker", "value_in"]
+if TYPE_CHECKING:
+    from ._client import PhaseFlagClient
+    from .types import EvaluationContext
+
+__all__ = ["ValueTracker", "subscribe", "value_in"]
 
 #: Used when the client passes none (its own OnceLog, with its logger, is preferred).
 _WARN = OnceLog(logging.getLogger("phaseflag"))
@@ -109,3 +113,24 @@ class ValueTracker:
     def reset_after_fork(self) -> None:
         """A fresh lock in a forked child (the parent's may be held)."""
         self._lock = threading.Lock()
+
+
+def subscribe(
+    client: PhaseFlagClient,
+    flag_key: str,
+    context: EvaluationContext | None,
+    callback: ValueCallback,
+) -> Callable[[], None]:
+    """``client.on_flag_value_change``: the first subscription adds the client's ``change``
+    listener that drives every one; returns the unsubscribe function."""
+    if not isinstance(flag_key, str):
+        raise TypeError("flag_key must be a str")
+    if not callable(callback):
+        raise TypeError("callback must be callable as callback(old, new)")
+    values = client._context_values(context) if context is not None else client._default_values
+    tracker, store = client._value_changes, client._store
+    with client._hook_lock:
+        if not tracker.listening:
+            tracker.listening = True
+            client._listeners.add("change", lambda _: tracker.ruleset_changed(store.ruleset))
+    return tracker.add(flag_key, values, callback, store.ruleset)
