@@ -32,7 +32,9 @@ THREAD_LEAK_GRACE = 2.0
 #: Markers of the tests that only CI runs; a test with none of them is a ``unit`` test.
 CI_MARKERS = frozenset({"slow", "e2e", "fault", "soak", "redis", "browser"})
 #: Fixtures that start a real server on loopback: tests using them are ``e2e``.
-SERVER_FIXTURES = frozenset({"loopback_api", "fault_server", "tls_api", "stream_server"})
+SERVER_FIXTURES = frozenset(
+    {"loopback_api", "fault_server", "tls_api", "tls_server", "stream_server"}
+)
 
 #: External conformance data (never copied into the repository): ``../shared/conformance``
 #: beside the checkout, or the directory named by ``PHASEFLAG_CONFORMANCE_DIR``.

@@ -255,6 +255,7 @@ _cases = given(
 )
 
 
+@pytest.mark.soak
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @_cases
 def test_fast_path_agrees_with_explain(

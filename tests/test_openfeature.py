@@ -382,7 +382,7 @@ class TestEvents:
         events.wait_for(ProviderEvent.PROVIDER_READY)
         fake.answer = 500
         events.wait_for(ProviderEvent.PROVIDER_ERROR)
-        fake.wait_for_failures(3)  # an outage of several failed fetches still says ERROR once
+        fake.wait_for_failures(2)  # an outage of several failed fetches still says ERROR once
         assert of.get_provider_status() is ProviderStatus.ERROR
         assert of.get_boolean_value("a", False) is True  # the last good flags keep serving
         fake.answer = ruleset(flag("a", False), version=2)

@@ -73,6 +73,7 @@ def test_ip_literals_never_reach_the_resolver(hung: dict[str, Any]) -> None:
     assert phaseflag_thread_names() == []
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_forked_child_does_not_join_a_parent_lookup(hung: dict[str, Any]) -> None:
     """A child forked while a lookup is in flight resolves on its own thread: the parent's
