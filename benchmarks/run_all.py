@@ -96,7 +96,7 @@ def table(entries: list[dict[str, Any]]) -> str:
     for e in entries:
         name = e["script"].removesuffix(".py")
         if "error" in e:
-            rows.append((name, f"FAILED (exit {e['exit']}): {e['error']}", "", "", "NO"))
+            rows.append((name, f"FAILED (exit {e['exit']}): see below", "", "", "NO"))
         if "skipped" in e:
             rows.append((name, e["skipped"], "", "", "-"))
         for t in e["targets"]:
@@ -133,6 +133,9 @@ def main() -> int:
     skipped = [e["script"] for e in entries if "skipped" in e]
     missed = [t["name"] for t in every if not t["met"]]
     print(table(entries))
+    for e in entries:
+        if "error" in e:
+            print(f"{e['script']} failed: {e['error']}")
     peers = next((e for e in entries if e["script"] == "compare_peers.py"), {})
     for name, info in peers.get("report", {}).get("peers", {}).items():
         if info["status"] != "ok":
