@@ -7,8 +7,9 @@ accepts to a file, which is counted (and every event's sequence number checked) 
 end. The ceiling: one producer thread offers events as fast as it can, waiting only
 while the queue is at its bound (``max_event_queue_size``; a producer that did not wait
 would have the oldest dropped, counted), so the delivered rate is what the flush path
-sustains. Prints a table and writes JSON; exit status 1 when a target is missed, 2 when
-a result is wrong.
+sustains. Then a burst offered without waiting overflows the queue: every event must be
+sent or counted as dropped. Prints a table and writes JSON; exit status 1 when a target
+is missed, 2 when a result is wrong.
 """
 
 from __future__ import annotations
@@ -278,6 +279,30 @@ def measure_throughput(server: Server, total: int) -> dict[str, Any]:
     }
 
 
+def measure_overload(server: Server, total: int) -> dict[str, Any]:
+    """Offer ``total`` events in a tight loop that never waits (far beyond any flusher,
+    so the queue overflows), then ``flush_events()``: every event must be delivered
+    (the server's count rises by ``sent``) or counted as dropped, none unaccounted."""
+    already = server.received()
+    client = client_for(server)
+    track = client.track_event
+    for i in range(total):
+        track(EvaluationEvent("burst", None, "user-1", {"i": i}))
+    expect(client.flush_events(), "flush_events() after the burst did not deliver the queue")
+    status = client.status()
+    client.stop()
+    received = server.received() - already
+    expect(received >= status.events_sent, f"the server got {received} of {status.events_sent}")
+    return {
+        "events": total,
+        "sent": status.events_sent,
+        "dropped": status.events_dropped,
+        "failed": status.events_failed,
+        "server_received": received,
+        "unaccounted": total - status.events_sent - status.events_dropped - status.events_failed,
+    }
+
+
 def count_delivered(server: Server, total: int) -> int:
     """Every ``tput`` event in the server's file, checking each sequence number once."""
     seen = bytearray(total)
@@ -301,6 +326,7 @@ def run(events: int) -> dict[str, Any]:
             throughput = measure_throughput(server, events)
             track = measure_track(server)
             summary = measure_summary_overhead(server)
+            overload = measure_overload(server, 100_000)
         finally:
             server.stop()
         delivered = count_delivered(server, events)
@@ -326,6 +352,13 @@ def run(events: int) -> dict[str, Any]:
         target(
             "events dropped (queue full)", t["events_dropped"], "", "== 0", not t["events_dropped"]
         ),
+        target(
+            "overload: events neither sent nor counted dropped",
+            overload["unaccounted"],
+            "",
+            "== 0",
+            overload["unaccounted"] == 0 and overload["server_received"] == overload["sent"],
+        ),
         at_most(
             "RSS growth while sending them", t["rss_growth_mb"], "MB", RSS_GROWTH_LIMIT_MB, digits=2
         ),
@@ -338,6 +371,7 @@ def run(events: int) -> dict[str, Any]:
         "track_event": track,
         "summary": summary,
         "throughput": throughput,
+        "overload": overload,
         "targets": targets,
     }
 
@@ -359,6 +393,12 @@ def show(report: dict[str, Any]) -> None:
         f"{t['batch_size_max']}); queue peak {t['queued_peak']:,}; RSS {t['rss_start_mb']:.0f}"
         f" -> peak {t['rss_peak_mb']:.0f} MB; {t['in_file']:,} in the server's file; load "
         f"average {report['load_average'][0]:.2f}"
+    )
+    o = report["overload"]
+    print(
+        f"overload: {o['events']:,} events offered without waiting: {o['sent']:,} sent, "
+        f"{o['dropped']:,} counted dropped, {o['failed']} failed, {o['unaccounted']} "
+        f"unaccounted; the server received {o['server_received']:,}"
     )
 
 
