@@ -174,7 +174,7 @@ def codegen_cost(n_flags: int = 1000) -> dict[str, Any]:
     over ``n_flags`` S4-like flags with distinct constants; and S4's read both ways."""
     import tracemalloc
 
-    import phaseflag._compile as compile_module
+    import phaseflag._compile_flag as compile_module
     from phaseflag._codegen import shapes
     from phaseflag._compile import compile_ruleset
     from phaseflag._evaluation import evaluate_flag
