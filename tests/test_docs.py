@@ -11,8 +11,10 @@ and pages that start a server are ``e2e``. A snippet made of ``# app.py`` and
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib.metadata
+import inspect
 import os
 import re
 import subprocess
@@ -158,3 +160,85 @@ def test_snippets_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         if server is not None:
             server.stop()
         redis.close()
+
+
+def _option_table() -> dict[str, tuple[str, str]]:
+    """docs/configuration.md's option table: option -> (env variable cell, default cell)."""
+    rows: dict[str, tuple[str, str]] = {}
+    for line in (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].startswith("`"):
+            continue
+        for option in re.findall(r"`(\w+)`", cells[0]):
+            rows[option] = (cells[1], cells[2])
+    return rows
+
+
+def _literal(cell: str) -> Any:
+    """A documented default as a value: a backticked literal, or None for "—"/"off"."""
+    if cell in ("—", "off"):
+        return None
+    match = re.fullmatch(r"`(.+)`", cell)
+    assert match, f"unreadable default {cell!r}"
+    return ast.literal_eval(match.group(1))
+
+
+def test_configuration_table_matches_the_code() -> None:
+    """Every option of the table is a constructor argument; its env variable and default
+    are the ones _config resolves, and every env-configurable option is in the table."""
+    from phaseflag import AsyncPhaseFlagClient, PhaseFlagClient
+    from phaseflag._config import _DEFAULTS, _PARSERS, ENV_PREFIX
+
+    table = _option_table()
+    parameters = set(inspect.signature(PhaseFlagClient).parameters)
+    assert set(table) == parameters, "options missing from the table or from the client"
+    assert set(inspect.signature(AsyncPhaseFlagClient).parameters) >= parameters
+    for option in _PARSERS:
+        documented = "cache" if option == "cache_dir" else option
+        env_cell, default_cell = table[documented]
+        assert f"`{ENV_PREFIX}{option.upper()}`" in env_cell, (option, env_cell)
+        if option in _DEFAULTS and option != "cache_dir":
+            assert _literal(default_cell) == _DEFAULTS[option], (option, default_cell)
+    for option in ("headers", "default_context"):  # the JSON-valued variables
+        assert f"`{ENV_PREFIX}{option.upper()}`" in table[option][0]
+
+
+def _docstring_defaults() -> dict[str, Any]:
+    """The ``(default)`` each option's description in the client docstring states."""
+    from phaseflag import PhaseFlagClient
+
+    doc = inspect.getdoc(PhaseFlagClient) or ""
+    args = doc.split("Args:", 1)[1]
+    found: dict[str, Any] = {}
+    for name, text in re.findall(r"^    (\w+): (.*?)(?=^    \w+: |\Z)", args, re.S | re.M):
+        for word in re.findall(r"\((\w+)(?:;[^()]*)?\)", text):
+            if word == "off":
+                found[name] = None
+            elif word.isdigit() or word in ("True", "False"):
+                found[name] = ast.literal_eval(word)
+
+    return found
+
+
+def test_client_docstring_defaults_match_the_code() -> None:
+    """The defaults PhaseFlagClient's docstring states are the ones _config applies."""
+    from phaseflag._config import _DEFAULTS
+
+    stated = _docstring_defaults()
+    assert {"polling_interval", "event_batch_size", "max_event_queue_size"} <= set(stated)
+    for option, value in stated.items():
+        assert value == _DEFAULTS[option], (option, value)
+
+
+def test_event_pipeline_defaults_match_the_options() -> None:
+    """The event pipeline's own keyword defaults equal the client's documented ones."""
+    from phaseflag._config import _DEFAULTS
+    from phaseflag._events import EventProcessor
+
+    parameters = inspect.signature(EventProcessor).parameters
+    for own, option in (
+        ("flush_interval", "event_flush_interval"),
+        ("batch_size", "event_batch_size"),
+        ("max_queue_size", "max_event_queue_size"),
+    ):
+        assert parameters[own].default == _DEFAULTS[option], own
