@@ -242,3 +242,28 @@ def test_event_pipeline_defaults_match_the_options() -> None:
         ("max_queue_size", "max_event_queue_size"),
     ):
         assert parameters[own].default == _DEFAULTS[option], own
+
+
+def _slug(heading: str) -> str:
+    """A heading's anchor as GitHub and MkDocs both make it (plain ASCII headings)."""
+    text = re.sub(r"[`*_\[\]()]|<[^>]+>", "", heading).strip().lower()
+    return re.sub(r"\s+", "-", re.sub(r"[^\w\s-]", "", text))
+
+
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"^```.*?^```", "", page.read_text(encoding="utf-8"), flags=re.S | re.M)
+    return {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", text, re.M)}
+
+
+def test_every_link_anchor_names_a_heading() -> None:
+    """Each ``(page#anchor)`` and ``(#anchor)`` link in README and docs lands on a heading,
+    and every web link is one of the illustrative hosts (no guessed project URLs)."""
+    for page in PAGES:
+        text = re.sub(r"^```.*?^```", "", page.read_text(encoding="utf-8"), flags=re.S | re.M)
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", text):
+            if "://" in target:
+                continue
+            linked = (page.parent / target).resolve() if target else page
+            assert anchor in _anchors(linked), f"{page.name}: no heading for {target}#{anchor}"
+        for url in re.findall(r"\]\((\w+://[^)\s]+)\)", text):
+            raise AssertionError(f"{page.name} links to the web: {url}")
