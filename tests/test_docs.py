@@ -267,3 +267,94 @@ def test_every_link_anchor_names_a_heading() -> None:
             assert anchor in _anchors(linked), f"{page.name}: no heading for {target}#{anchor}"
         for url in re.findall(r"\]\((\w+://[^)\s]+)\)", text):
             raise AssertionError(f"{page.name} links to the web: {url}")
+
+
+#: Every phaseflag API docs/migration.md maps a peer SDK's feature to, as "module:attribute".
+MIGRATION_APIS = [
+    *(
+        f"phaseflag:PhaseFlagClient.{name}"
+        for name in (
+            "start",
+            "wait_until_ready",
+            "stop",
+            "get_boolean_value",
+            "get_string_value",
+            "get_integer_value",
+            "get_float_value",
+            "get_json_value",
+            "get_variation",
+            "all_flags",
+            "on",
+            "on_flags_changed",
+            "on_flag_value_change",
+            "track_event",
+            "polling_interval",
+        )
+    ),
+    "phaseflag:AsyncPhaseFlagClient.wait_until_ready",
+    "phaseflag:AsyncPhaseFlagClient.aclose",
+    "phaseflag:AsyncPhaseFlagClient.__aenter__",
+    "phaseflag:ChangeEvent.keys",
+    "phaseflag:FileCache",
+    "phaseflag:Cache",
+    "phaseflag.testing:create_mock_client",
+    "phaseflag.redis:RedisCache",
+]
+
+#: Constructor options the migration tables name.
+MIGRATION_OPTIONS = [
+    "base_url",
+    "api_key",
+    "polling_interval",
+    "default_context",
+    "bootstrap",
+    "bootstrap_file",
+    "bootstrap_url",
+    "cache",
+    "headers",
+    "fallback",
+    "fetch_mode",
+    "debug",
+]
+
+
+@pytest.mark.parametrize("api", MIGRATION_APIS)
+def test_migration_page_apis_exist(api: str) -> None:
+    """Each API the migration page maps a peer's feature to exists where it says."""
+    module_name, _, path = api.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in path.split("."):
+        target = getattr(target, part)
+    assert target is not None
+
+
+def test_migration_page_options_fields_and_events_exist() -> None:
+    """The options, result and change fields, and event names the page uses are real."""
+    import dataclasses
+
+    from phaseflag import (
+        AsyncPhaseFlagClient,
+        ChangeEvent,
+        EvaluationResult,
+        FlagChange,
+        PhaseFlagClient,
+    )
+
+    text = (ROOT / "docs" / "migration.md").read_text(encoding="utf-8")
+    for option in MIGRATION_OPTIONS:
+        assert f"{option}=" in text, option  # the list follows the page
+        assert option in inspect.signature(PhaseFlagClient).parameters, option
+        assert option in inspect.signature(AsyncPhaseFlagClient).parameters, option
+    assert "details" in inspect.signature(PhaseFlagClient.all_flags).parameters
+    fields = {f.name for f in dataclasses.fields(FlagChange)}
+    assert {"key", "previous", "current", "previous_version", "current_version"} <= fields
+    assert "flags" in {f.name for f in dataclasses.fields(ChangeEvent)}
+    result = EvaluationResult("f", True, "default", "on")
+    for name in ("variation_key", "value", "rule_id", "reason"):
+        getattr(result, name)
+    client = PhaseFlagClient(base_url="", api_key="")
+    try:
+        for event in ("ready", "change", "error", "stale"):
+            client.on(event, lambda *args: None)()
+    finally:
+        client.stop()
