@@ -358,3 +358,21 @@ def test_migration_page_options_fields_and_events_exist() -> None:
             client.on(event, lambda *args: None)()
     finally:
         client.stop()
+
+
+def test_documented_retry_bounds_are_the_codes() -> None:
+    """The retry and stream numbers the pages state are the constants the sync code uses."""
+    from phaseflag import _backoff, _stream
+    from phaseflag._transport import Transport
+
+    assert (_backoff.AUTH_BACKOFF_BASE, _backoff.AUTH_BACKOFF_CAP) == (60.0, 3600.0)
+    assert (_backoff.RETRY_BASE, _backoff.RETRY_CAP, _backoff.MAX_RETRY_AFTER) == (1, 300, 600)
+    assert _stream.IDLE_LIMIT == 300.0
+    assert inspect.signature(Transport).parameters["stream_read_timeout"].default == 60.0
+    config = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    server = (ROOT / "docs" / "server.md").read_text(encoding="utf-8")
+    for text in (config, server):
+        assert "30–60 s" in text and ("1 h" in text or "an hour" in text)
+        assert "5 min" in text or "5 minutes" in text
+        assert "10 min" in text
+    assert "60 s\nof silence" in server and "1 s doubling to\n5 min" in server
