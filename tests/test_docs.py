@@ -372,7 +372,7 @@ def test_documented_retry_bounds_are_the_codes() -> None:
     config = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     server = (ROOT / "docs" / "server.md").read_text(encoding="utf-8")
     for text in (config, server):
-        assert "30–60 s" in text and ("1 h" in text or "an hour" in text)
+        assert "30\u201360 s" in text and ("1 h" in text or "an hour" in text)
         assert "5 min" in text or "5 minutes" in text
         assert "10 min" in text
     assert "60 s\nof silence" in server and "1 s doubling to\n5 min" in server
