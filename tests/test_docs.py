@@ -376,3 +376,18 @@ def test_documented_retry_bounds_are_the_codes() -> None:
         assert "5 min" in text or "5 minutes" in text
         assert "10 min" in text
     assert "60 s\nof silence" in server and "1 s doubling to\n5 min" in server
+
+
+def test_readme_first_commands_name_real_things() -> None:
+    """The README's first block: the quick start it runs exists, the extra it installs has
+    pytest and pytest-xdist (for ``-n auto``), and it names the system tools the suite needs."""
+    first = re.search(r"^```bash\n(.*?)^```", (ROOT / "README.md").read_text("utf-8"), re.S | re.M)
+    assert first is not None
+    block = first.group(1)
+    for script in re.findall(r"python (\S+\.py)", block):
+        assert (ROOT / script).is_file(), script
+    pyproject = (ROOT / "pyproject.toml").read_text("utf-8")  # no tomllib on Python 3.10
+    dev = pyproject.split("\ndev = [", 1)[1].split("]", 1)[0]
+    assert "pip install -e '.[dev]'" in block and "pytest-xdist" in dev and "pytest>" in dev
+    assert "-n auto" in block and "-m unit" in block
+    assert "redis-server" in block and "chromium" in block  # tests fail, never skip, without
