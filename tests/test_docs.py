@@ -391,3 +391,73 @@ def test_readme_first_commands_name_real_things() -> None:
     assert "pip install -e '.[dev]'" in block and "pytest-xdist" in dev and "pytest>" in dev
     assert "-n auto" in block and "-m unit" in block
     assert "redis-server" in block and "chromium" in block  # tests fail, never skip, without
+
+
+def _ruleset_page_table(heading: str) -> list[list[str]]:
+    """The rows (cells) of the first table under ``## heading`` in docs/ruleset.md."""
+    text = (ROOT / "docs" / "ruleset.md").read_text(encoding="utf-8")
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip().strip("|").split("|") for line in section.splitlines()]
+    return [[c.strip() for c in row] for row in rows if len(row) >= 3][2:]  # past head, rule
+
+
+def test_ruleset_page_operators_are_the_compilers() -> None:
+    """docs/ruleset.md's operator table names exactly the operators the compiler knows."""
+    from phaseflag._operators import OPERATORS
+
+    documented = {
+        name for row in _ruleset_page_table("Operators") for name in re.findall(r"`(\w+)`", row[0])
+    }
+    assert documented - {"in_segment"} == set(OPERATORS)  # in_segment: the segment compiler's
+    from phaseflag import compile_ruleset
+
+    def flag(operator: str) -> dict[str, Any]:
+        condition = {"attribute": "plan", "operator": operator, "values": ["s"]}
+        return {
+            "key": operator,
+            "type": "boolean",
+            "variations": [{"key": "on", "value": True}],
+            "rules": [{"conditions": [condition], "serve": {"variation": "on"}}],
+        }
+
+    segments = [{"key": "s", "included": ["u"]}]
+    loaded = compile_ruleset(
+        {
+            "schema_version": 1,
+            "flags": [flag("in_segment"), flag("no_such_op")],
+            "segments": segments,
+        }
+    )
+    problems = [message for _, message in loaded.problems]
+    assert problems == ["unknown operator 'no_such_op'"]  # in_segment is known
+
+
+def test_ruleset_page_limits_are_the_codes() -> None:
+    """Each limit docs/ruleset.md states is the constant or schema bound that enforces it."""
+    import json
+
+    from phaseflag import _compile, _compile_segments, _operators, _parse, _readcost
+
+    schema = json.loads((ROOT / "phaseflag" / "schema" / "ruleset.schema.json").read_text())
+    defs = schema["$defs"]
+    flag = defs["flag"]["properties"]
+    code = {
+        "document size": f"{_parse.MAX_DOCUMENT_BYTES // 2**20} MiB",
+        "JSON nesting": f"{_parse.MAX_JSON_DEPTH} levels",
+        "key length": f"{defs['key']['maxLength']} characters",
+        "variations per flag": str(flag["variations"]["maxItems"]),
+        "rollout variations": str(defs["rollout"]["properties"]["variations"]["maxItems"]),
+        "rules per flag": str(flag["rules"]["maxItems"]),
+        "or segment": str(defs["segment"]["properties"]["rules"]["maxItems"]),
+        "conditions per rule": str(defs["rule"]["properties"]["conditions"]["maxItems"]),
+        "prerequisites per flag": str(flag["prerequisites"]["maxItems"]),
+        "prerequisite chain": f"{_compile.MAX_PREREQUISITE_DEPTH} deep",
+        "segment chain": f"{_compile_segments.MAX_SEGMENT_DEPTH} deep",
+        "conditions one read": f"{_readcost.MAX_READ_CONDITIONS:,}",
+        "regex pattern": f"{_operators.MAX_REGEX_LENGTH} characters",
+        "tested by `matches`": f"{_operators.MAX_REGEX_INPUT} characters",
+    }
+    rows = _ruleset_page_table("Limits")
+    for limit, stated in code.items():
+        (row,) = [row for row in rows if limit in row[0]]
+        assert row[1].startswith(stated), (limit, row[1], stated)
