@@ -461,3 +461,19 @@ def test_ruleset_page_limits_are_the_codes() -> None:
     for limit, stated in code.items():
         (row,) = [row for row in rows if limit in row[0]]
         assert row[1].startswith(stated), (limit, row[1], stated)
+
+
+def test_fleet_page_options_are_redis_caches() -> None:
+    """docs/fleet.md's RedisCache table lists exactly its parameters, with their defaults."""
+    pytest.importorskip("redis")
+    from phaseflag.redis import RedisCache
+
+    text = (ROOT / "docs" / "fleet.md").read_text(encoding="utf-8")
+    section = text.split("\n## Options\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, re.M)
+    parameters = inspect.signature(RedisCache).parameters
+    assert [name for name, _ in rows] == list(parameters)
+    for name, stated in rows:
+        default = parameters[name].default
+        stated = stated.strip().strip("`").removesuffix(" s")
+        assert stated == str(default) or float(stated) == default, (name, stated, default)
