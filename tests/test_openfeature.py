@@ -27,6 +27,7 @@ from openfeature.hook import Hook, HookContext, HookHints
 from openfeature.provider import ProviderStatus
 from openfeature.track import TrackingEventDetails
 
+import phaseflag._backoff
 from phaseflag import ConfigError, EvaluationContext, PhaseFlagClient
 from phaseflag.openfeature import PhaseFlagProvider, to_phaseflag_context
 from phaseflag.testing import condition, create_mock_client, flag, rule, ruleset
@@ -69,6 +70,12 @@ RULESET = ruleset(
 def _reset_openfeature() -> Iterator[None]:
     yield
     api.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients made here retry a failed fetch within 0.1 s, so a recovery shows at once."""
+    monkeypatch.setattr(phaseflag._backoff, "RETRY_CAP", 0.1)
 
 
 @pytest.fixture
