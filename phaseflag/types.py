@@ -108,15 +108,20 @@ def _scalar(key: str, value: object, where: str = "") -> ScalarAttribute:
     )
 
 
-def _checked(attrs: dict[str, Any]) -> dict[str, AttributeValue]:
-    """Attributes past the fast check: names must be str, None is dropped, values normalised."""
+def _checked(attrs: dict[Any, Any]) -> dict[str, AttributeValue]:
+    """The slow path of construction: names must be str, None is dropped, values normalised.
+    Returns a new dict, a ``ListValues`` when it holds a list attribute."""
     out: dict[str, AttributeValue] = {}
+    lists = False
     for key, value in attrs.items():
         if type(key) is not str:
             raise InvalidContextError(repr(key), "attribute names must be str")
-        if value is not None:
-            out[key] = value if type(value) in _PLAIN_TYPES else _normalise(key, value)
-    return out
+        if type(value) in _PLAIN_TYPES:
+            out[key] = value
+        elif value is not None:
+            out[key] = stored = _normalise(key, value)
+            lists = lists or type(stored) is tuple
+    return ListValues(out) if lists else out
 
 
 def _wire(value: object) -> object:
@@ -153,7 +158,8 @@ class EvaluationContext:
 
     _user_id: str | None
     _session_id: str | None
-    _attributes: dict[str, AttributeValue]  # never mutated after __init__
+    # The attributes alone; None while they are ``_values`` minus the ids (made on demand).
+    _attributes: dict[str, AttributeValue] | None
     _values: dict[str, AttributeValue]  # attributes plus the ids: what conditions read
 
     def __init__(
@@ -162,32 +168,37 @@ class EvaluationContext:
         session_id: str | None = None,
         attributes: Mapping[str, Any] | None = None,
     ) -> None:
+        # Every request builds one: one copy of the attributes, one type test per name
+        # and value, no call unless something needs converting (_checked: the slow path).
         if user_id is not None and type(user_id) is not str:
             user_id = _id_text("user_id", user_id)
         if session_id is not None and type(session_id) is not str:
             session_id = _id_text("session_id", session_id)
-        if attributes:
-            attrs = dict(attributes)
-            lists = False
-            for key, value in attrs.items():  # the common case: str keys, plain values
-                if type(value) not in _PLAIN_TYPES or type(key) is not str:
-                    attrs = _checked(attrs)
-                    lists = tuple in map(type, attrs.values())
-                    break
-            self._attributes = attrs
-            values = attrs.copy() if user_id is not None or session_id is not None else attrs
-            if lists:  # marker types that route reads to the list-aware interpreter
-                values = ListValues(values)
-                self.__class__ = ListContext
-        else:
+        self._user_id = user_id
+        self._session_id = session_id
+        if not attributes:
             self._attributes = _NO_ATTRIBUTES
-            values = {}
+            values: dict[str, Any] = {}
+        else:
+            values = attributes.copy() if type(attributes) is dict else dict(attributes)
+            for key, value in values.items():
+                if type(value) not in _PLAIN_TYPES or type(key) is not str:
+                    values = _checked(values)
+                    if type(values) is ListValues:  # routes reads to the list-aware path
+                        self.__class__ = ListContext
+                    break
+            if user_id is None and session_id is None:
+                self._attributes = values  # shared: the ids add nothing to values
+                self._values = values
+                return
+            # An attribute named like an id is shadowed in values: keep the attributes apart.
+            self._attributes = (
+                values.copy() if "user_id" in values or "session_id" in values else None
+            )
         if user_id is not None:
             values["user_id"] = user_id
         if session_id is not None:
             values["session_id"] = session_id
-        self._user_id = user_id
-        self._session_id = session_id
         self._values = values
 
     @classmethod
@@ -201,13 +212,27 @@ class EvaluationContext:
         """
         if not isinstance(data, Mapping):
             raise InvalidContextError("context", f"expected a dict, got {type(data).__name__}")
-        attributes = {k: v for k, v in data.items() if k not in _ID_KEYS}
+        attributes = dict(data)
+        targeting_key = attributes.pop("targetingKey", None)
+        user_id = attributes.pop("user_id", None)
+        session_id = attributes.pop("session_id", None)
         nested = attributes.get("attributes")
         if isinstance(nested, Mapping):  # the wire shape (a dict is never an attribute value)
             del attributes["attributes"]
             attributes.update(nested)
-        user_id = data.get("targetingKey") or data.get("user_id")
-        return cls(user_id, data.get("session_id"), attributes)
+        return cls(targeting_key or user_id, session_id, attributes)
+
+    def _attribute_dict(self) -> dict[str, AttributeValue]:
+        """The attributes alone (never mutated by callers: they get read-only views)."""
+        attributes = self._attributes
+        if attributes is None:  # made once, on first use: values minus the ids
+            attributes = dict(self._values)
+            if self._user_id is not None:
+                del attributes["user_id"]
+            if self._session_id is not None:
+                del attributes["session_id"]
+            self._attributes = attributes
+        return attributes
 
     @property
     def user_id(self) -> str | None:
@@ -222,12 +247,12 @@ class EvaluationContext:
     @property
     def attributes(self) -> Mapping[str, AttributeValue]:
         """The targeting attributes (read-only; datetimes in UTC)."""
-        return MappingProxyType(self._attributes)
+        return MappingProxyType(self._attribute_dict())
 
     def __repr__(self) -> str:
         return (
             f"EvaluationContext(user_id={self.user_id!r}, session_id={self.session_id!r}, "
-            f"attributes={dict(self.attributes)!r})"
+            f"attributes={self._attribute_dict()!r})"
         )
 
     def __eq__(self, other: object) -> bool:
@@ -246,11 +271,10 @@ class EvaluationContext:
         """A new context: this one's values overlaid by ``other``'s (its ids win when set)."""
         if other is None:
             return self
-        attributes = {**self.attributes, **other.attributes}
         return EvaluationContext(
-            user_id=other.user_id if other.user_id is not None else self.user_id,
-            session_id=other.session_id if other.session_id is not None else self.session_id,
-            attributes=attributes,
+            other._user_id if other._user_id is not None else self._user_id,
+            other._session_id if other._session_id is not None else self._session_id,
+            {**self._attribute_dict(), **other._attribute_dict()},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -258,7 +282,7 @@ class EvaluationContext:
         arrays)."""
         attrs = {
             k: [_wire(e) for e in v] if type(v) is tuple else _wire(v)
-            for k, v in self.attributes.items()
+            for k, v in self._attribute_dict().items()
         }
         return {"user_id": self.user_id, "session_id": self.session_id, "attributes": attrs}
 
