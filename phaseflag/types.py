@@ -184,8 +184,8 @@ class EvaluationContext:
             for key, value in values.items():
                 if type(value) not in _PLAIN_TYPES or type(key) is not str:
                     values = _checked(values)
-                    if type(values) is ListValues:  # routes reads to the list-aware path
-                        self.__class__ = ListContext
+                    if type(values) is ListValues and type(self) is EvaluationContext:
+                        self.__class__ = ListContext  # off the clients' plain-context path
                     break
             if user_id is None and session_id is None:
                 self._attributes = values  # shared: the ids add nothing to values

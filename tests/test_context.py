@@ -6,11 +6,13 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import Enum, IntEnum
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import phaseflag.types
 from phaseflag._errors import InvalidContextError, PhaseFlagError
 from phaseflag.types import EvaluationContext
 
@@ -267,3 +269,264 @@ class TestValuesView:
         ctx = EvaluationContext("u", attributes=attrs)
         attrs["plan"] = "free"
         assert ctx.get("plan") == "pro" and ctx.attributes["plan"] == "pro"
+
+
+# -- the fast path and the slow path ---------------------------------------------------------
+# The constructor accepts str/int/float/bool values under str names with one type test each
+# and no call; anything else (None, a list, a datetime, a subclass, a bad name or value)
+# sends the whole mapping through types._checked. Both must build exactly what the
+# documented rules say, which _Reference spells out independently of the implementation.
+
+
+class KeyStr(str):
+    """A str subclass used as an attribute name (refused: names must be plain str)."""
+
+
+class Refused(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _ref_scalar(key: str, value: Any) -> Any:
+    if type(value) in (str, int, float, bool):
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise Refused(key)
+        return value.astimezone(timezone.utc)
+    for plain in (str, int, float):  # subclasses become the plain type, with its value
+        if isinstance(value, plain):
+            return str.__str__(value) if plain is str else plain(value)
+    raise Refused(key)
+
+
+def _ref_id(name: str, value: Any) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(int(value))
+    raise Refused(name)
+
+
+def _reference(user_id: Any, session_id: Any, attributes: dict[Any, Any]) -> Any:
+    """What the documented rules build: (ids, attributes, values, holds a list), or the key
+    refused."""
+    try:
+        uid, sid = _ref_id("user_id", user_id), _ref_id("session_id", session_id)
+        attrs: dict[str, Any] = {}
+        for key, value in attributes.items():
+            if type(key) is not str:
+                raise Refused(repr(key))
+            if value is None:
+                continue
+            if isinstance(value, (list, tuple)):
+                attrs[key] = tuple(_ref_scalar(key, e) for e in value)
+            else:
+                attrs[key] = _ref_scalar(key, value)
+    except Refused as refused:
+        return ("refused", refused.key)
+    values = dict(attrs)
+    if uid is not None:
+        values["user_id"] = uid
+    if sid is not None:
+        values["session_id"] = sid
+    lists = any(type(v) is tuple for v in attrs.values())
+    return ("ok", uid, sid, _exact(attrs), _exact(values), lists)
+
+
+def _exact(mapping: Any) -> list[Any]:
+    """Items with each value's exact type and repr (1, 1.0 and True differ; NaN equals NaN)."""
+
+    def shape(v: Any) -> Any:
+        return tuple(shape(e) for e in v) if type(v) is tuple else (type(v), repr(v))
+
+    return [(type(k), k, shape(v)) for k, v in mapping.items()]
+
+
+def _built(make: Any) -> Any:
+    """The same shape as _reference, from a real construction."""
+    try:
+        ctx = make()
+    except InvalidContextError as error:
+        return ("refused", error.key)
+    lists = type(ctx._values) is not dict
+    # ListValues marks list contexts for the read path; a list context has its own type.
+    assert lists == (type(ctx) is not EvaluationContext)
+    assert type(ctx.attributes) is not dict  # a read-only view
+    return (
+        "ok",
+        ctx.user_id,
+        ctx.session_id,
+        _exact(ctx.attributes),
+        _exact(ctx._values),
+        lists,
+    )
+
+
+_wire_scalars = st.one_of(  # what survives to_dict -> from_dict unchanged
+    st.text(max_size=3),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=False),  # NaN is never equal to itself
+    st.booleans(),
+)
+_good_scalars = st.one_of(
+    st.text(max_size=3),
+    st.integers(-(10**20), 10**20),
+    st.floats(),  # NaN and infinities included
+    st.booleans(),
+    st.sampled_from([Plan.PRO, Level.HIGH, Ratio(0.5)]),
+    st.datetimes(
+        timezones=st.builds(timezone, st.timedeltas(timedelta(hours=-23), timedelta(hours=23)))
+    ),
+)
+_bad_scalars = st.one_of(
+    st.none(),  # dropped on its own, refused inside a list
+    st.datetimes(),  # naive
+    st.sampled_from([b"x", Decimal("1.5"), date(2024, 1, 1), object(), {"a": 1}, {1}, 1 + 2j]),
+)
+_values = st.one_of(
+    _good_scalars,
+    _good_scalars,
+    st.none(),
+    _bad_scalars,
+    st.lists(
+        st.one_of(_good_scalars, _good_scalars, _bad_scalars, st.lists(st.integers())), max_size=3
+    ),
+    st.tuples(_good_scalars, _good_scalars),
+)
+_names = st.one_of(
+    st.sampled_from(["plan", "n", "user_id", "session_id"]),
+    st.text(alphabet="xyz", min_size=1, max_size=2),
+)
+_bad_names = st.one_of(st.integers(0, 2), st.sampled_from([KeyStr("plan"), None, ("a",)]))
+_ids = st.one_of(
+    st.none(),
+    st.text(max_size=3),
+    st.integers(-5, 5),
+    st.sampled_from([Plan.PRO, Level.HIGH, True, 1.5, ["u"]]),
+)
+
+
+class TestFastAndSlowPaths:
+    """Plain contexts skip the conversion step; every context matches the documented rules."""
+
+    @given(user_id=_ids, session_id=_ids, attributes=st.dictionaries(_names, _values, max_size=6))
+    @settings(max_examples=200, deadline=None)
+    def test_both_paths_build_what_the_rules_say(
+        self, user_id: Any, session_id: Any, attributes: dict[str, Any]
+    ) -> None:
+        """The constructor as called, and the same mapping forced through the slow path (a
+        leading None makes the first value unplain), both equal the reference model: exact
+        value types (bools stay bools, NaN stays a float), order, ids, the list marker."""
+        expected = _reference(user_id, session_id, attributes)
+        assert _built(lambda: EvaluationContext(user_id, session_id, attributes)) == expected
+        slow = {"~slow": None, **attributes}
+        assert _built(lambda: EvaluationContext(user_id, session_id, slow)) == expected
+
+    @given(
+        attributes=st.dictionaries(
+            st.one_of(_names, _bad_names), st.one_of(_good_scalars, st.none()), max_size=5
+        )
+    )
+    @settings(max_examples=80, deadline=None)
+    def test_names_must_be_plain_str_on_both_paths(self, attributes: dict[Any, Any]) -> None:
+        """A name that is not exactly str is refused (its repr is the key), fast path or not."""
+        expected = _reference("u", None, attributes)
+        assert _built(lambda: EvaluationContext("u", None, attributes)) == expected
+        assert _built(lambda: EvaluationContext("u", None, {"~slow": None, **attributes})) == (
+            expected
+        )
+
+    @given(
+        attributes=st.dictionaries(
+            _names, st.one_of(st.text(max_size=3), st.integers(), st.floats(), st.booleans())
+        ),
+        user_id=st.one_of(st.none(), st.text(max_size=3)),
+    )
+    @settings(max_examples=100, deadline=None)
+    def test_plain_values_never_call_the_conversion(
+        self, attributes: dict[str, Any], user_id: str | None
+    ) -> None:
+        """str/int/float/bool under str names (NaN included) take the fast path."""
+        with mock.patch.object(phaseflag.types, "_checked", side_effect=AssertionError("slow")):
+            ctx = EvaluationContext(user_id, attributes=attributes)
+            with pytest.raises(AssertionError, match="slow"):
+                EvaluationContext(
+                    user_id, attributes={**attributes, "t": datetime.now(timezone.utc)}
+                )
+        assert _built(lambda: ctx) == _reference(user_id, None, attributes)
+
+    def test_the_slow_path_copies_too(self) -> None:
+        """A context that needed converting is as independent of the caller's dict."""
+        given: dict[str, Any] = {"roles": ["a"], "plan": Plan.PRO}
+        ctx = EvaluationContext("u", attributes=given)
+        given["roles"].append("b")
+        given["plan"] = "free"
+        assert dict(ctx.attributes) == {"roles": ("a",), "plan": "pro"}
+
+    def test_other_mappings_are_copied(self) -> None:
+        """Any Mapping is accepted and copied (a read-only view, a dict subclass)."""
+        from collections import OrderedDict
+        from types import MappingProxyType
+
+        for mapping in (MappingProxyType({"a": 1}), OrderedDict(a=1)):
+            ctx = EvaluationContext("u", attributes=mapping)
+            assert type(ctx._values) is dict and ctx._values == {"a": 1, "user_id": "u"}
+
+    def test_a_subclass_with_a_list_keeps_its_type(self) -> None:
+        """A user's subclass (even one adding slots) holding a list stays that subclass;
+        its values still carry the list marker the read path checks."""
+
+        class Tagged(EvaluationContext):
+            __slots__ = ("tag",)
+
+        ctx = Tagged("u", attributes={"roles": ["a", "b"]})
+        assert type(ctx) is Tagged
+        assert type(ctx._values) is not dict and ctx.get("roles") == ("a", "b")
+
+
+class TestDerivedViews:
+    """from_dict and merge build what the constructor builds from the same fields."""
+
+    @given(
+        user_id=st.one_of(st.none(), st.text(max_size=3)),
+        session_id=st.one_of(st.none(), st.text(max_size=3)),
+        attributes=st.dictionaries(
+            _names, st.one_of(_wire_scalars, st.lists(_wire_scalars, max_size=2)), max_size=5
+        ),
+    )
+    @settings(max_examples=80, deadline=None)
+    def test_from_dict_of_to_dict_round_trips(
+        self, user_id: str | None, session_id: str | None, attributes: dict[str, Any]
+    ) -> None:
+        """to_dict -> from_dict gives an equal context of the same shape (datetimes apart:
+        the wire carries them as ISO-8601 strings)."""
+        ctx = EvaluationContext(user_id, session_id, attributes)
+        again = EvaluationContext.from_dict(ctx.to_dict())
+        assert again == ctx and type(again) is type(ctx)
+        assert _exact(again.attributes) == _exact(ctx.attributes)
+
+    @given(
+        a_ids=st.tuples(st.one_of(st.none(), st.just("a")), st.one_of(st.none(), st.just("as"))),
+        b_ids=st.tuples(st.one_of(st.none(), st.just("b")), st.one_of(st.none(), st.just("bs"))),
+        a_attrs=st.dictionaries(
+            _names, st.one_of(_good_scalars, st.lists(_good_scalars, max_size=2)), max_size=4
+        ),
+        b_attrs=st.dictionaries(
+            _names, st.one_of(_good_scalars, st.lists(_good_scalars, max_size=2)), max_size=4
+        ),
+    )
+    @settings(max_examples=80, deadline=None)
+    def test_merge_overlays_attributes_and_ids(
+        self, a_ids: Any, b_ids: Any, a_attrs: dict[str, Any], b_attrs: dict[str, Any]
+    ) -> None:
+        """merge: other's attributes over this one's, other's ids where set."""
+        a, b = EvaluationContext(*a_ids, a_attrs), EvaluationContext(*b_ids, b_attrs)
+        merged = a.merge(b)
+        uid = b_ids[0] if b_ids[0] is not None else a_ids[0]
+        sid = b_ids[1] if b_ids[1] is not None else a_ids[1]
+        expected = _reference(uid, sid, {**a_attrs, **b_attrs})
+        assert _built(lambda: merged) == expected
+        assert a.merge(None) is a
