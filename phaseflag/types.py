@@ -148,8 +148,8 @@ class EvaluationContext:
     ``bool`` or a timezone-aware ``datetime`` (stored in UTC), or a list of those
     (stored as a tuple; a condition holds when any element satisfies it); ``None``
     values are dropped (an absent attribute), anything else raises
-    ``InvalidContextError`` naming the key. Instances are immutable and hashable by
-    identity.
+    ``InvalidContextError`` naming the key, when the context is built (docs/contexts.md).
+    Instances are immutable; equal contexts hash alike.
     """
 
     # Read-only properties over private slots: assigning a public name raises

@@ -476,15 +476,19 @@ class TestFastAndSlowPaths:
             assert type(ctx._values) is dict and ctx._values == {"a": 1, "user_id": "u"}
 
     def test_a_subclass_with_a_list_keeps_its_type(self) -> None:
-        """A user's subclass (even one adding slots) holding a list stays that subclass;
-        its values still carry the list marker the read path checks."""
+        """A user's subclass (with or without slots of its own) holding a list can be built
+        and stays that subclass; its values still carry the list marker reads check."""
 
         class Tagged(EvaluationContext):
             __slots__ = ("tag",)
 
-        ctx = Tagged("u", attributes={"roles": ["a", "b"]})
-        assert type(ctx) is Tagged
-        assert type(ctx._values) is not dict and ctx.get("roles") == ("a", "b")
+        class Plain(EvaluationContext):
+            pass
+
+        for kind in (Tagged, Plain):
+            ctx = kind("u", attributes={"roles": ["a", "b"]})
+            assert type(ctx) is kind
+            assert type(ctx._values) is not dict and ctx.get("roles") == ("a", "b")
 
 
 class TestDerivedViews:
