@@ -2,9 +2,10 @@
 is up, so that ``request_timeout`` bounds a whole request (connect, headers, body), not each read.
 
 urllib3 and httpx bound each socket operation only: a server trickling one byte a second never
-trips a read timeout. So each request runs under a Deadline; the adapter below attaches the
-pooled connection the request is sent on, and the watchdog shuts that socket down when the
-deadline passes (or when the transport closes), which wakes the blocked read at once.
+trips a read timeout. So each request runs under a Deadline; the connection pools of
+``_pools`` attach the connection the request is sent on (and the name lookup it waits for),
+and the watchdog shuts that socket down when the deadline passes (or when the transport
+closes), which wakes the blocked connect, read or write at once.
 """
 
 from __future__ import annotations
@@ -16,21 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    LocationParseError,
-    NameResolutionError,
-    NewConnectionError,
-)
-from urllib3.poolmanager import PoolManager
-from urllib3.util.connection import allowed_gai_family
-
-from ._resolve import ResolveTimeout, resolve
-
-__all__ = ["Deadline", "DeadlineAdapter", "Watchdog", "adopt_session"]
+__all__ = ["Deadline", "Watchdog", "active"]
 
 _active = threading.local()  # the Deadline of the request the current thread is sending
 
@@ -55,8 +42,12 @@ class Deadline:
 
     @property
     def over(self) -> bool:
-        """True when the request was cut short (late or closed)."""
-        return self.expired or self.aborted
+        """True when the request was cut short (closed, or late: the watchdog found it so,
+        or its time is up, for a request whose connection the watchdog never saw)."""
+        if self.expired or self.aborted:
+            return True
+        at = self.at
+        return at is not None and time.monotonic() >= at
 
     def remaining(self) -> float | None:
         """Seconds left (never below a millisecond, so a timeout stays valid), or None."""
@@ -109,6 +100,8 @@ class Watchdog:
 
     def attach(self, deadline: Deadline, conn: Any) -> None:
         with self._cond:
+            if any(known is conn for known in deadline._conns):
+                return
             deadline._conns.append(conn)
             if deadline.over:
                 _shut(conn)
@@ -165,7 +158,7 @@ class Watchdog:
                 soonest: float | None = None
                 for deadline in self._open:
                     at = deadline.at
-                    if at is None or deadline.over:
+                    if at is None or deadline.expired or deadline.aborted:
                         continue
                     if at <= now:
                         deadline.expired = True
@@ -193,123 +186,7 @@ def _shut(conn: Any) -> None:
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-class _AttachingPool:
-    """Mixin: attach each connection a request is sent on to that request's Deadline."""
-
-    def _make_request(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
-        deadline = getattr(_active, "deadline", None)
-        if deadline is not None:
-            deadline.attach(conn)
-        return super()._make_request(conn, *args, **kwargs)  # type: ignore[misc]
-
-
-class _BoundedConnect(HTTPConnection):
-    """Resolve and connect within the request's Deadline (see ``_resolve``), and keep the
-    socket for the watchdog (see ``_shut``), which can then cut a connect short as well as
-    a read. Outside an SDK request (a user's own, on a session the SDK adopted) urllib3's
-    own connect runs unchanged."""
-
-    connected_sock: Any = None
-
-    def _new_conn(self) -> socket.socket:
-        deadline: Deadline | None = getattr(_active, "deadline", None)
-        if deadline is None:
-            return super()._new_conn()
-        try:
-            return self._connect_within(deadline)
-        except socket.gaierror as exc:
-            raise NameResolutionError(self.host, self, exc) from exc
-        except (ResolveTimeout, TimeoutError) as exc:
-            raise ConnectTimeoutError(self, f"Connection to {self.host} timed out ({exc})") from exc
-        except OSError as exc:
-            raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
-
-    def _connect_within(self, deadline: Deadline) -> socket.socket:
-        host = self._dns_host.strip("[]")
-        try:
-            host.encode("idna")
-        except UnicodeError:
-            raise LocationParseError(f"'{host}', label empty or too long") from None
-        wake = threading.Event()
-        deadline.attach(wake)
-        addresses = resolve(
-            host, self.port, allowed_gai_family(), timeout=deadline.remaining(), wake=wake
-        )
-        error: OSError = OSError("getaddrinfo returned no address")
-        for family, kind, proto, _, address in addresses:
-            sock = socket.socket(family, kind, proto)
-            self.connected_sock = sock  # from here the watchdog can shut it
-            try:
-                if deadline.over:
-                    raise ResolveTimeout("the request was cut short before it connected")
-                for option in self.socket_options or ():
-                    sock.setsockopt(*option)
-                sock.settimeout(deadline.remaining())
-                if self.source_address:
-                    sock.bind(self.source_address)
-                sock.connect(address)
-                if deadline.over:
-                    raise ResolveTimeout("the request was cut short as it connected")
-            except ResolveTimeout:
-                sock.close()
-                raise
-            except OSError as exc:
-                sock.close()
-                error = exc
-                if deadline.over:
-                    break
-                continue
-            timeout = self.timeout  # urllib3's "default" sentinel leaves the socket's own
-            if timeout is None or isinstance(timeout, (int, float)):
-                sock.settimeout(timeout)
-            return sock
-        raise error
-
-    def connect(self) -> None:
-        super().connect()
-        self.connected_sock = self.sock
-
-
-class _HTTPConn(_BoundedConnect, HTTPConnection):
-    pass
-
-
-class _HTTPSConn(_BoundedConnect, HTTPSConnection):
-    pass
-
-
-class _HTTPPool(_AttachingPool, HTTPConnectionPool):
-    ConnectionCls = _HTTPConn
-
-
-class _HTTPSPool(_AttachingPool, HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConn
-
-
-_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
-
-
-class DeadlineAdapter(HTTPAdapter):
-    """requests' adapter, with pools whose connections are attached to request deadlines."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOLS
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if isinstance(manager, PoolManager) and not proxy.lower().startswith("socks"):
-            manager.pool_classes_by_scheme = _POOLS
-        return manager
-
-
-def adopt_session(session: Any, origins: list[str]) -> None:
-    """Mount a DeadlineAdapter for each origin (``scheme://host[:port]``) on which ``session``
-    has requests' default adapter.
-
-    A session passed by the user keeps its own custom adapters (their requests are then
-    bounded per read, the body as a whole); its cookies, certificates and proxies stay.
-    """
-    for origin in origins:
-        if type(session.get_adapter(origin + "/")) is HTTPAdapter:
-            session.mount(origin + "/", DeadlineAdapter())
+def active() -> Deadline | None:
+    """The Deadline of the request the current thread is sending, if any (see ``sending``)."""
+    deadline: Deadline | None = getattr(_active, "deadline", None)
+    return deadline

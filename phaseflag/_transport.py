@@ -32,8 +32,9 @@ from ._config import (
     positive_int,
     positive_seconds,
 )
-from ._deadline import Deadline, DeadlineAdapter, Watchdog, adopt_session
+from ._deadline import Deadline, Watchdog
 from ._errors import AuthenticationError, ConfigError, TransportError
+from ._pools import DeadlineAdapter, adopt_session
 from ._sse import SSEEvent, parse_sse
 from ._version import __version__
 
@@ -386,6 +387,11 @@ class Transport:
                 # looks like an answer is a fragment.
                 resp.close()
                 raise late(what, deadline)
+            # The connection the answer came on, for adapters whose pools are not ours: the
+            # watchdog can then cut the body short (and stop() abort it) all the same.
+            connection = getattr(resp.raw, "connection", None)
+            if connection is not None:
+                deadline.attach(connection)
             location = resp.headers.get("Location")
             if resp.status_code not in _REDIRECTS or not location:
                 return resp
