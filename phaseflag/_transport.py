@@ -1,27 +1,24 @@
-"""The HTTP protocol of the PhaseFlag API (DESIGN §3): one requests.Session speaking it.
+"""The HTTP protocol of the PhaseFlag API (DESIGN §3): its endpoints on one requests.Session.
 
-Endpoints, auth and User-Agent headers, the same-origin redirect rule and the mapping of
-statuses to the error tree. Reading bodies within their limits is ``_body``'s job; bounding
-each request as a whole is ``_deadline``'s.
+What each endpoint sends and accepts, streams, and the transport's lifecycle. Sending one
+request (headers, auth, same-origin redirects, statuses) is ``_request``'s job; reading
+bodies within their limits is ``_body``'s; bounding each request as a whole is
+``_deadline``'s and ``_pools``'.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import logging
 import threading
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import requests
-from requests.auth import AuthBase
-from requests.structures import CaseInsensitiveDict
 
-from ._backoff import parse_retry_after
 from ._body import close_pools, drain, iter_body, late, read_body
 from ._config import (
     check_api_key,
@@ -33,21 +30,17 @@ from ._config import (
     positive_seconds,
 )
 from ._deadline import Deadline, Watchdog
-from ._errors import AuthenticationError, ConfigError, TransportError
+from ._errors import ConfigError, TransportError
 from ._pools import DeadlineAdapter, adopt_session
+from ._request import JSON_HEADERS, Requester, check_status, json_bytes, prefix, redact
 from ._sse import SSEEvent, parse_sse
-from ._version import __version__
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "FetchResult", "StreamIdleError", "Transport"]
 
 _log = logging.getLogger("phaseflag")
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
-USER_AGENT = f"phaseflag-python/{__version__}"
-
 _OK_EVENTS = frozenset({200, 202, 204})
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_MAX_REDIRECTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +80,9 @@ class Transport:
     RulesetTooLargeError for oversize bodies; messages never contain the API key. Methods
     may be called from several threads at once. ``close_streams()`` interrupts open
     streams from any thread; ``close()`` aborts every request in flight and is final. A
-    ``session`` passed in is used but not closed (its owner closes it); the SDK mounts its
-    deadline adapter on it for the API's origin where it has requests' default adapter.
+    ``session`` passed in is used but not closed (its owner closes it) and adopted as
+    ``_pools.adopt_session`` says: its requests to the API are bounded as a whole unless its
+    adapter there is not an HTTPAdapter on urllib3's pools (a warning says so).
 
     Raises ConfigError from the constructor for a malformed ``base_url``, ``api_key``,
     ``timeout``, ``stream_read_timeout``, ``max_body_bytes``, ``headers`` or ``verify``.
@@ -116,18 +110,19 @@ class Transport:
             "stream_read_timeout", _number("stream_read_timeout", stream_read_timeout)
         )
         self._max_body_bytes = positive_int("max_body_bytes", max_body_bytes)
-        self._headers = check_headers("headers", headers)
-        self._headers_factory = headers_factory
+        checked_headers = check_headers("headers", headers)
         self._verify = check_verify("verify", verify)
-        self._proxies = dict(proxies) if proxies else None
         self._owns_session = session is None
         if session is None:
             session = requests.Session()
             session.mount("http://", DeadlineAdapter())
             session.mount("https://", DeadlineAdapter())
         elif self._base_url:
-            adopt_session(session, [_prefix(self._base_url)])
+            adopt_session(session, [prefix(self._base_url)])
         self._session = session
+        self._requester = Requester(
+            session, self._api_key, checked_headers, headers_factory, self._verify, proxies
+        )
         self._watchdog = Watchdog()
         self._lock = threading.Lock()
         self._streams: set[Deadline] = set()
@@ -141,7 +136,7 @@ class Transport:
     def __repr__(self) -> str:
         return (
             f"Transport(base_url={display_url(self._base_url)!r}, "
-            f"api_key={_redact(self._api_key)!r})"
+            f"api_key={redact(self._api_key)!r})"
         )
 
     @property
@@ -163,7 +158,7 @@ class Transport:
         with self._exchange("GET", self._url("/sdk/ruleset"), what, headers) as (resp, deadline):
             if resp.status_code == 304:
                 return FetchResult(True, None, resp.headers.get("ETag") or etag)
-            self._check_status(resp, what, ok=frozenset({200}))
+            check_status(resp, what, ok=frozenset({200}))
             body = self._read_body(resp, what, deadline)
             return FetchResult(False, body, resp.headers.get("ETag"))
 
@@ -176,12 +171,12 @@ class Transport:
         ``.retry_after``). Raises TypeError or ValueError, sending nothing, when ``payload``
         is not JSON-serialisable.
         """
-        body = _json_bytes(payload)
+        body = json_bytes(payload)
         what = "POST /sdk/events"
         url = self._url("/sdk/events")
-        exchange = self._exchange("POST", url, what, _JSON_HEADERS, body=body, timeout=timeout)
+        exchange = self._exchange("POST", url, what, JSON_HEADERS, body=body, timeout=timeout)
         with exchange as (resp, deadline):
-            self._check_status(resp, what, ok=_OK_EVENTS)
+            check_status(resp, what, ok=_OK_EVENTS)
             drain(resp)
             if deadline.over:
                 raise late(what, deadline)
@@ -192,13 +187,13 @@ class Transport:
         The answer must be a JSON object with at least ``value`` and ``reason``; anything
         else raises TransportError. 404 (unknown flag) raises TransportError(status=404).
         """
-        body = _json_bytes({"flag_key": flag_key, "context": dict(context)})
+        body = json_bytes({"flag_key": flag_key, "context": dict(context)})
         what = "POST /sdk/evaluate"
         url = self._url("/sdk/evaluate")
-        with self._exchange("POST", url, what, _JSON_HEADERS, body=body) as (resp, deadline):
+        with self._exchange("POST", url, what, JSON_HEADERS, body=body) as (resp, deadline):
             if resp.status_code == 404:
                 raise TransportError(f"{what}: unknown flag {flag_key!r} (HTTP 404)", 404)
-            self._check_status(resp, what, ok=frozenset({200}))
+            check_status(resp, what, ok=frozenset({200}))
             raw = self._read_body(resp, what, deadline)
         try:
             result = json.loads(raw)
@@ -229,11 +224,11 @@ class Transport:
                 "e.g. 'https://cdn.example.com/flags/bootstrap.json'",
             )
         if not self._owns_session:
-            adopt_session(self._session, [_prefix(url)])
+            adopt_session(self._session, [prefix(url)])
         what = f"GET {display_url(url)}"
         headers = {"Accept": "application/json", "Accept-Encoding": "gzip"}
         with self._exchange("GET", url, what, headers, authorized=False) as (resp, deadline):
-            self._check_status(resp, what, ok=frozenset({200}), api=False)
+            check_status(resp, what, ok=frozenset({200}), api=False)
             return self._read_body(resp, what, deadline)
 
     def open_stream(
@@ -262,14 +257,14 @@ class Transport:
             with self._lock:
                 self._streams.add(deadline)
             try:
-                self._check_status(resp, what, ok=frozenset({200}))
+                check_status(resp, what, ok=frozenset({200}))
                 content_type = resp.headers.get("Content-Type", "")
                 if not content_type.lower().startswith("text/event-stream"):
                     raise TransportError(
                         f"{what}: expected text/event-stream, got {content_type[:60]!r}", 200
                     )
                 deadline.extend(first_within)
-                chunks = iter_body(resp, what, deadline=deadline, scrub=self._scrub)
+                chunks = iter_body(resp, what, deadline=deadline, scrub=self._requester.scrub)
                 for event in parse_sse(chunks, max_event_bytes=self._max_body_bytes):
                     if event.event == "ruleset":
                         deadline.extend(idle_within)
@@ -335,189 +330,22 @@ class Transport:
         seconds = self._timeout if timeout is None else max(0.001, min(timeout, self._timeout))
         deadline = self._watchdog.open(seconds)
         try:
-            resp = self._send(method, url, what, headers, body, authorized, deadline, read_timeout)
+            if not self._base_url:
+                raise TransportError("HTTP disabled (base_url='')")
+            if self._closed or deadline.over:
+                raise TransportError(f"{what}: the transport is closed")
+            resp = self._requester.send(
+                method, url, what, headers, body, authorized, deadline, read_timeout
+            )
             with resp:
                 yield resp, deadline
         finally:
             deadline.close()
 
-    def _send(  # noqa: PLR0917 - private; the arguments of one request
-        self,
-        method: str,
-        url: str,
-        what: str,
-        headers: Mapping[str, str],
-        body: bytes | None,
-        authorized: bool,
-        deadline: Deadline,
-        read_timeout: float | None,
-    ) -> requests.Response:
-        """Send the request (stream=True), following redirects within its origin only."""
-        if not self._base_url:
-            raise TransportError("HTTP disabled (base_url='')")
-        if self._closed or deadline.over:
-            raise TransportError(f"{what}: the transport is closed")
-        merged = self._build_headers(headers, authorized)
-        origin = _origin(url)
-        for _ in range(_MAX_REDIRECTS + 1):
-            remaining = deadline.remaining()
-            try:
-                with deadline.sending():
-                    resp = self._session.request(
-                        method,
-                        url,
-                        headers=merged,
-                        data=body,
-                        timeout=(remaining, remaining if read_timeout is None else read_timeout),
-                        verify=self._verify,
-                        proxies=self._proxies,
-                        stream=True,
-                        allow_redirects=False,
-                        # Explicit (no-op) auth: requests then never swaps in .netrc or URL
-                        # credentials for the API key.
-                        auth=_KEEP_HEADERS if authorized else None,
-                    )
-            except (requests.RequestException, OSError, ValueError) as exc:
-                if deadline.over or isinstance(exc, requests.Timeout):
-                    # A connect timeout is the deadline too: it was given what was left.
-                    raise late(what, deadline) from exc
-                raise TransportError(f"{what}: {type(exc).__name__}: {self._scrub(exc)}") from exc
-            if deadline.over:
-                # Cut short mid-headers: http.client takes the EOF for their end, so what
-                # looks like an answer is a fragment.
-                resp.close()
-                raise late(what, deadline)
-            # The connection the answer came on, for adapters whose pools are not ours: the
-            # watchdog can then cut the body short (and stop() abort it) all the same.
-            connection = getattr(resp.raw, "connection", None)
-            if connection is not None:
-                deadline.attach(connection)
-            location = resp.headers.get("Location")
-            if resp.status_code not in _REDIRECTS or not location:
-                return resp
-            status = resp.status_code
-            resp.close()
-            target = urljoin(url, location)
-            if _origin(target) != origin:
-                _log.warning(
-                    "phaseflag: %s was redirected to another origin (%s); not followed",
-                    what,
-                    display_url(target),
-                )
-                raise TransportError(
-                    f"{what}: HTTP {status} redirect to another origin "
-                    f"({display_url(target)}) refused; point the URL at its final origin",
-                    status,
-                )
-            if method != "GET" and status not in (307, 308):
-                raise TransportError(
-                    f"{what}: HTTP {status} would turn the {method} into a GET; not followed",
-                    status,
-                )
-            url = target
-        raise TransportError(f"{what}: more than {_MAX_REDIRECTS} redirects")
-
-    def _build_headers(
-        self, headers: Mapping[str, str], authorized: bool
-    ) -> CaseInsensitiveDict[str]:
-        merged: CaseInsensitiveDict[str] = CaseInsensitiveDict({"User-Agent": USER_AGENT})
-        if authorized:
-            merged.update(self._headers)
-            if self._api_key:
-                merged["Authorization"] = f"Bearer {self._api_key}"
-            merged.update(self._call_headers_factory())
-        merged.update(headers)
-        return merged
-
-    def _call_headers_factory(self) -> Mapping[str, str]:
-        if self._headers_factory is None:
-            return {}
-        try:
-            extra = self._headers_factory()
-        except Exception as exc:
-            _log.warning("headers_factory raised; the request was not sent", exc_info=True)
-            raise TransportError(
-                f"headers_factory raised {type(exc).__name__}; the request was not sent"
-            ) from exc
-        if not isinstance(extra, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in extra.items()
-        ):
-            _log.warning("headers_factory must return a mapping of str to str; request not sent")
-            raise TransportError("headers_factory must return a mapping of str to str")
-        return extra
-
-    def _check_status(
-        self, resp: requests.Response, what: str, *, ok: frozenset[int], api: bool = True
-    ) -> None:
-        status = resp.status_code
-        if status in ok:
-            return
-        if api and status in (401, 403):
-            raise AuthenticationError(
-                f"{what}: the API rejected the SDK key (HTTP {status}); "
-                "check api_key for this environment",
-                status,
-            )
-        retry_after = None
-        if status == 429 or status >= 500:
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-        reason = http.client.responses.get(status, "")
-        raise TransportError(
-            f"{what}: unexpected HTTP {status} {reason}".rstrip(), status, retry_after=retry_after
-        )
-
     def _read_body(self, resp: requests.Response, what: str, deadline: Deadline) -> bytes:
         return read_body(
-            resp, what, limit=self._max_body_bytes, deadline=deadline, scrub=self._scrub
+            resp, what, limit=self._max_body_bytes, deadline=deadline, scrub=self._requester.scrub
         )
-
-    def _scrub(self, exc: BaseException) -> str:
-        text = str(exc)
-        if self._api_key:
-            text = text.replace(self._api_key, _redact(self._api_key))
-        return text[:300]
-
-
-class _KeepHeaders(AuthBase):
-    """An auth that changes nothing: the request's own Authorization header stands."""
-
-    def __call__(self, request: Any) -> Any:
-        return request
-
-
-_KEEP_HEADERS = _KeepHeaders()
-
-_JSON_HEADERS = {
-    "Content-Type": "application/json",
-    "Accept": "application/json",
-    "Accept-Encoding": "gzip",
-}
-
-
-def _json_bytes(payload: Mapping[str, Any]) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
-        "utf-8"
-    )
-
-
-def _redact(api_key: str) -> str:
-    return f"...{api_key[-4:]}" if len(api_key) >= 12 else "***"
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    """(scheme, host, port) with the scheme's default port filled in."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
-
-
-def _prefix(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _number(option: str, value: object) -> object:
