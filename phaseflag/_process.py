@@ -5,9 +5,10 @@ Live clients are held weakly: ``atexit`` stops them (flushing events) and, after
 strategy). ``multiprocessing`` (and billiard, Celery's fork of it) ends its forked
 workers with ``os._exit``, which skips ``atexit``; their exit path runs
 ``multiprocessing.util``'s finalizers instead, so a worker registers one that stops
-the clients there. Before a fork, ``gc.freeze()`` puts what is alive out of the
-collector's reach, so preforked workers share the ruleset's pages. The hooks are installed
-once, when the first client starts, never at import.
+the clients there; Celery's prefork children exit before those run, so its
+``worker_process_shutdown`` signal stops them there. Before a fork, ``gc.freeze()`` puts
+what is alive out of the collector's reach, so preforked workers share the ruleset's pages.
+The hooks are installed once, when the first client starts, never at import.
 """
 
 from __future__ import annotations
@@ -109,6 +110,20 @@ def _watch_worker_exits() -> None:
                 util.register_after_fork(_token, functools.partial(_in_worker, name))
             except Exception:
                 _log.debug("phaseflag: cannot hook %s worker exits", name, exc_info=True)
+    if "celery" in sys.modules and "celery" not in _watched:
+        _watched.add("celery")
+        try:
+            # Celery's prefork children end with os._exit inside the task loop, before
+            # billiard's finalizers run; Celery sends this signal in the child just before.
+            signals = importlib.import_module("celery.signals")
+            signals.worker_process_shutdown.connect(_on_celery_child_exit, weak=False)
+        except Exception:
+            _log.debug("phaseflag: cannot hook Celery worker exits", exc_info=True)
+
+
+def _on_celery_child_exit(*_args: object, **_kwargs: object) -> None:
+    """In a Celery prefork child about to ``os._exit``: stop the clients (flushing events)."""
+    _stop_all()
 
 
 def _in_worker(name: str, _token: object) -> None:
