@@ -154,13 +154,15 @@ class EvaluationContext:
 
     # Read-only properties over private slots: assigning a public name raises
     # AttributeError, and construction sets slots directly (it is on the request path).
-    __slots__ = ("_attributes", "_session_id", "_user_id", "_values")
+    __slots__ = ("_attributes", "_merged", "_session_id", "_user_id", "_values")
 
     _user_id: str | None
     _session_id: str | None
     # The attributes alone; None while they are ``_values`` minus the ids (made on demand).
     _attributes: dict[str, AttributeValue] | None
     _values: dict[str, AttributeValue]  # attributes plus the ids: what conditions read
+    # (base, base.merge(self)) of the last merge under this context; unset until then.
+    _merged: tuple[EvaluationContext, EvaluationContext]
 
     def __init__(
         self,
@@ -268,14 +270,26 @@ class EvaluationContext:
         return self._values.get(name)
 
     def merge(self, other: EvaluationContext | None) -> EvaluationContext:
-        """A new context: this one's values overlaid by ``other``'s (its ids win when set)."""
+        """A new context: this one's values overlaid by ``other``'s (its ids win when set).
+
+        A client's ``default_context`` merges under every read's context, so ``other``
+        remembers its last merge: a request's later reads reuse it (both are immutable).
+        """
         if other is None:
             return self
-        return EvaluationContext(
+        try:
+            base, merged = other._merged
+            if base is self:
+                return merged
+        except AttributeError:  # never merged under anything yet
+            pass
+        merged = EvaluationContext(
             other._user_id if other._user_id is not None else self._user_id,
             other._session_id if other._session_id is not None else self._session_id,
             {**self._attribute_dict(), **other._attribute_dict()},
         )
+        other._merged = (self, merged)
+        return merged
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape the wire protocol uses (datetimes as ISO-8601 strings, lists as

@@ -533,4 +533,17 @@ class TestDerivedViews:
         sid = b_ids[1] if b_ids[1] is not None else a_ids[1]
         expected = _reference(uid, sid, {**a_attrs, **b_attrs})
         assert _built(lambda: merged) == expected
+        assert a.merge(b) is merged  # remembered: a client merges under every read
         assert a.merge(None) is a
+
+    def test_merge_is_remembered_per_base(self) -> None:
+        """A context remembers its last merge under one base; another base gets its own."""
+        eu = EvaluationContext("d", attributes={"plan": "free", "region": "eu"})
+        us = EvaluationContext(attributes={"region": "us"})
+        ctx = EvaluationContext("u", attributes={"plan": "pro"})
+        first = eu.merge(ctx)
+        assert eu.merge(ctx) is first
+        assert (first.user_id, dict(first.attributes)) == ("u", {"plan": "pro", "region": "eu"})
+        assert dict(us.merge(ctx).attributes) == {"plan": "pro", "region": "us"}
+        again = eu.merge(ctx)
+        assert again == first and dict(again.attributes) == dict(first.attributes)
