@@ -477,3 +477,55 @@ def test_fleet_page_options_are_redis_caches() -> None:
         default = parameters[name].default
         stated = stated.strip().strip("`").removesuffix(" s")
         assert stated == str(default) or float(stated) == default, (name, stated, default)
+
+
+_FRAMEWORK_EXAMPLES = """
+import os, sys
+from phaseflag.server import PhaseFlagServer
+
+with PhaseFlagServer(sys.argv[1], api_keys=["sdk-dev-123456789"]) as server:
+    os.environ.update(PHASEFLAG_BASE_URL=server.url, PHASEFLAG_API_KEY="sdk-dev-123456789")
+    import django
+    from django.conf import settings
+
+    settings.configure(INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth"])
+    django.setup()
+    from django.contrib.auth.models import AnonymousUser
+    from django.test import RequestFactory
+
+    import examples.django_views as views
+
+    views.FlagsConfig("flags", views).ready()
+    assert views.client.wait_until_ready(10)
+    request = RequestFactory().get("/checkout")
+    request.user = AnonymousUser()
+    request.session = type("Session", (), {"session_key": "sess-abc"})()
+    print("django", views.checkout(request).content.decode())
+    views.client.stop()
+    try:
+        import examples.celery_worker as worker
+    except ImportError:  # celery is not a dev dependency
+        sys.exit(0)
+    worker.start_flags()
+    print("celery", worker.send_receipt("user-123", "pro"), "/", worker.send_receipt("u", "free"))
+    worker.stop_flags()
+"""
+
+
+@pytest.mark.e2e
+def test_django_and_celery_examples_run() -> None:
+    """examples/django_views.py and examples/celery_worker.py (when celery is installed)
+    read flags configured from PHASEFLAG_* variables, against a loopback server."""
+    pytest.importorskip("django")
+    done = subprocess.run(
+        [sys.executable, "-c", _FRAMEWORK_EXAMPLES, str(SAMPLE)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert 'django {"flow": "legacy"}' in done.stdout  # an anonymous session: the default
+    if "celery" in done.stdout:
+        assert "celery new receipt template / legacy receipt template" in done.stdout
