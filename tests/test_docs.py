@@ -529,3 +529,32 @@ def test_django_and_celery_examples_run() -> None:
     assert 'django {"flow": "legacy"}' in done.stdout  # an anonymous session: the default
     if "celery" in done.stdout:
         assert "celery new receipt template / legacy receipt template" in done.stdout
+
+
+def test_docs_index_lists_every_page() -> None:
+    """docs/index.md, the site's home, links every other page of docs/."""
+    index = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    for page in (ROOT / "docs").glob("*.md"):
+        if page.name != "index.md":
+            assert f"]({page.name})" in index, f"docs/index.md does not link {page.name}"
+
+
+def test_server_page_limits_are_the_defaults() -> None:
+    """docs/server.md's limits table states the defaults of ``Limits``."""
+    pytest.importorskip("uvicorn")
+    from phaseflag.server._limits import Limits
+
+    limits = Limits()
+    text = (ROOT / "docs" / "server.md").read_text(encoding="utf-8")
+    expected = {
+        "request head (line and headers)": f"{limits.max_header_bytes // 1024} KiB, "
+        f"{limits.max_headers} headers, {limits.max_request_line // 1024} KiB request line",
+        "time to send the request head": f"{limits.header_timeout:g} s",
+        "connections per client address": f"{limits.max_connections_per_client:,}",
+        "connections in total": f"{limits.max_connections:,}",
+        "request body": f"{limits.max_body_bytes // 2**20} MiB",
+        "idle keep-alive connection": f"{limits.idle_timeout:g} s",
+    }
+    for what, stated in expected.items():
+        (row,) = re.findall(rf"^\| [^|]*{re.escape(what)} \| ([^|]+) \|", text, re.M)
+        assert row.strip().startswith(stated), (what, row, stated)

@@ -413,3 +413,10 @@ def test_cleanup_registers_stop_at_exit(
     (stop,) = registered
     assert stop == clients[-1].stop
     stop()
+
+
+def test_the_pages_install_name_is_the_distributions() -> None:
+    """``pip install phaseflag-sdk`` (the page's first command) names this distribution."""
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert '\nname = "phaseflag-sdk"\n' in pyproject
+    assert 'phaseflag = "phaseflag.pytest_plugin"' in pyproject  # the import name stays phaseflag
