@@ -419,4 +419,4 @@ def test_the_pages_install_name_is_the_distributions() -> None:
     """``pip install phaseflag-sdk`` (the page's first command) names this distribution."""
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert '\nname = "phaseflag-sdk"\n' in pyproject
-    assert 'phaseflag = "phaseflag.pytest_plugin"' in pyproject  # the import name stays phaseflag
+    assert 'include = ["phaseflag*"]' in pyproject  # and it installs the package imported
