@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import json
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -420,3 +421,25 @@ def test_the_pages_install_name_is_the_distributions() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert '\nname = "phaseflag-sdk"\n' in pyproject
     assert 'include = ["phaseflag*"]' in pyproject  # and it installs the package imported
+
+
+@pytest.mark.e2e
+def test_bootstrap_url_serves_when_the_api_is_unreachable(
+    calls: list[str], clients: list[PhaseFlagClient]
+) -> None:
+    """The page's bootstrap_url client, its API refusing connections, serves the CDN's flags
+    (fetched once, after the first live fetch brought nothing)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with PhaseFlagServer(SAMPLE) as cdn:  # an open server: a CDN sends no key
+        page = Page(f"http://127.0.0.1:{port}/api/v1", calls)
+        page.replacements["https://cdn.example.com/flags/bootstrap.json"] = f"{cdn.url}/sdk/ruleset"
+        client = page.run("Flag Mocking (Testing)", "Bootstrap Loading")["client"]
+        loaded = threading.Event()
+        client.on_flags_changed(lambda flags: loaded.set())
+        client.start()
+        assert loaded.wait(10), "bootstrap_url was not loaded after the failed live fetch"
+    assert client.status().ruleset_source == "bootstrap"
+    assert client.status().ruleset_version == 42
+    assert not client.status().ready  # without offline_mode, ready waits for the API itself
