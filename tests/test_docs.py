@@ -558,3 +558,28 @@ def test_server_page_limits_are_the_defaults() -> None:
     for what, stated in expected.items():
         (row,) = re.findall(rf"^\| [^|]*{re.escape(what)} \| ([^|]+) \|", text, re.M)
         assert row.strip().startswith(stated), (what, row, stated)
+
+
+def test_every_dotted_phaseflag_name_in_the_docs_exists() -> None:
+    """Each `phaseflag.x.y` the README and docs name is a module or attribute (or one of
+    the OpenTelemetry metric names phaseflag.otel registers)."""
+    metrics = (ROOT / "phaseflag" / "otel.py").read_text(encoding="utf-8")
+    checked = 0
+    for page in PAGES:
+        for name in set(re.findall(r"`(phaseflag(?:\.\w+)+)", page.read_text(encoding="utf-8"))):
+            if f'"{name}"' in metrics:
+                continue
+            parts = name.split(".")
+            for split in range(len(parts), 0, -1):
+                try:
+                    target: Any = importlib.import_module(".".join(parts[:split]))
+                except ModuleNotFoundError as exc:
+                    if not (exc.name or "").startswith("phaseflag"):
+                        pytest.skip(f"{name} needs {exc.name}, not installed")
+                    continue
+                break
+            for attribute in parts[split:]:
+                assert hasattr(target, attribute), f"{page.name}: {name} does not exist"
+                target = getattr(target, attribute)
+            checked += 1
+    assert checked >= 10
