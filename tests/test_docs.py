@@ -583,3 +583,21 @@ def test_every_dotted_phaseflag_name_in_the_docs_exists() -> None:
                 target = getattr(target, attribute)
             checked += 1
     assert checked >= 10
+
+
+def test_every_client_method_the_docs_name_exists() -> None:
+    """Each ``client.name`` in backticks in the README and docs is a method or property of
+    the sync or async client (the peers' names, first cells of migration.md's tables, aside)."""
+    from phaseflag import AsyncPhaseFlagClient, PhaseFlagClient
+
+    checked = set()
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        if page.name == "migration.md":
+            text = re.sub(r"^\|[^|]*\|", "|", text, flags=re.M)  # the other SDK's column
+        for name in set(re.findall(r"`[^`\n]*?\bclient\.(\w+)", text)):
+            assert hasattr(PhaseFlagClient, name) or hasattr(AsyncPhaseFlagClient, name), (
+                f"{page.name}: client.{name} does not exist"
+            )
+            checked.add(name)
+    assert len(checked) >= 15
