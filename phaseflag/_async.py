@@ -361,7 +361,9 @@ class AsyncPhaseFlagClient:
         exceptions are logged like a plain listener's)."""
         return self._client.on(event, self._awaiting(callback))
 
-    def on_flags_changed(self, callback: Callable[[dict[str, Any]], Any]) -> Callable[[], None]:
+    def on_flags_changed(
+        self, callback: Callable[[Mapping[str, dict[str, Any]]], Any]
+    ) -> Callable[[], None]:
         """Call ``callback(flags)`` after each applied change (on the sync thread; an
         ``async def`` callback is awaited on the loop, as for ``on()``)."""
         return self._client.on_flags_changed(self._awaiting(callback))

@@ -7,6 +7,7 @@ input (one clear line on stderr, never a traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -172,9 +173,8 @@ def _validate(files: Sequence[str]) -> int:
                 print(f"  {where}: {message}")
         else:
             kind = "shorthand" if ruleset.shorthand else f"version {ruleset.version}"
-            print(
-                f"{path}: ok ({len(ruleset.flags)} flags, {len(ruleset.segments)} segments, {kind})"
-            )
+            flags = _many(len(ruleset.flags), "flag")
+            print(f"{path}: ok ({flags}, {_many(len(ruleset.segments), 'segment')}, {kind})")
     return status
 
 
@@ -376,6 +376,10 @@ def _relay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _many(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (also used by ``python -m phaseflag``)."""
     parser = _build_parser()
@@ -396,6 +400,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (``| head``): stop quietly, as cat does
+        with contextlib.suppress(OSError):  # else Python reports stdout's failed flush at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell shows for a program killed by it
     except (PhaseFlagError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

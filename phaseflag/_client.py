@@ -414,9 +414,12 @@ class PhaseFlagClient(Getters):
 
     # -- listeners -------------------------------------------------------------------------------
 
-    def on_flags_changed(self, callback: Callable[[dict[str, Any]], Any]) -> Callable[[], None]:
-        """Call ``callback(flags)`` after each applied change; ``flags`` maps every flag key
-        to its definition. Returns a function that unsubscribes."""
+    def on_flags_changed(
+        self, callback: Callable[[Mapping[str, dict[str, Any]]], Any]
+    ) -> Callable[[], None]:
+        """Call ``callback(flags)`` after each applied change; ``flags`` is a read-only
+        mapping of every flag key to its definition, each decoded only when looked up
+        (``dict(flags)`` decodes them all). Returns a function that unsubscribes."""
         return self._listeners.add("flags_changed", callback)
 
     def on(self, event: str, callback: Callable[..., Any]) -> Callable[[], None]:

@@ -87,7 +87,10 @@ def _scalar(key: str, value: object, where: str = "") -> ScalarAttribute:
             raise InvalidContextError(
                 key, "naive datetime; pass a timezone-aware one, e.g. datetime.now(timezone.utc)"
             )
-        return value.astimezone(timezone.utc)
+        try:
+            return value.astimezone(timezone.utc)
+        except (OverflowError, ValueError) as exc:  # UTC would fall outside year 1..9999
+            raise InvalidContextError(key, f"datetime out of range in UTC ({exc})") from None
     # Subclasses (enum members, numpy floats) become the plain type the operators test for.
     if isinstance(value, str):
         return str.__str__(value)

@@ -109,12 +109,28 @@ class TestTopLevel:
         assert done.returncode == 0, done.stderr
         assert "ok (8 flags" in done.stdout
 
+    @pytest.mark.e2e
+    def test_a_reader_that_goes_away_is_not_an_error(self) -> None:
+        """``phaseflag eval ... --explain | head -1``: when the pipe's reader has gone, the
+        command stops quietly (status 141, as for SIGPIPE), with no traceback or error."""
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone before anything is written
+        done = subprocess.run(
+            [sys.executable, "-m", "phaseflag", "eval", "new-checkout-flow", "-f",
+             str(SAMPLE), "--user", "u1", "--explain"],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=60, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        os.close(write)
+        assert done.returncode == 141
+        assert done.stderr == ""
+
 
 class TestValidate:
     def test_samples_ok(self, capsys: pytest.CaptureFixture[str]) -> None:
         status, out, err = run(capsys, "validate", str(SAMPLE), str(SHORTHAND))
         assert status == 0, err
-        assert f"{SAMPLE}: ok (8 flags, 1 segments, version 42)" in out
+        assert f"{SAMPLE}: ok (8 flags, 1 segment, version 42)" in out
         assert f"{SHORTHAND}: ok (5 flags, 0 segments, shorthand)" in out
 
     def test_isolated_flag_exits_1_naming_the_flag(
@@ -146,7 +162,7 @@ class TestValidate:
         """One bad file does not stop the others being checked; the status is the worst."""
         status, out, _ = run(capsys, "validate", str(files["schema"]), str(files["good"]))
         assert status == 1
-        assert f"{files['good']}: ok (1 flags, 0 segments, version 7)" in out
+        assert f"{files['good']}: ok (1 flag, 0 segments, version 7)" in out
 
     def test_missing_file_exits_2(self, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
         status, _, err = run(capsys, "validate", str(tmp_path / "nope.json"))

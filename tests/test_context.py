@@ -117,6 +117,15 @@ class TestRejectedValues:
         assert "bad_key" in str(info.value)
         assert isinstance(info.value, PhaseFlagError) and isinstance(info.value, TypeError)
 
+    def test_datetime_with_no_utc_equivalent_is_refused(self) -> None:
+        """An aware datetime whose instant falls outside datetime's range in UTC is an
+        InvalidContextError naming the key, not an OverflowError."""
+        early = datetime(1, 1, 1, tzinfo=timezone(timedelta(microseconds=1)))
+        with pytest.raises(InvalidContextError, match=r"'plan'.*out of range"):
+            EvaluationContext(attributes={"plan": early})
+        with pytest.raises(InvalidContextError):
+            EvaluationContext(attributes={"when": [early]})
+
     def test_naive_datetime_message_suggests_a_fix(self) -> None:
         """A naive datetime is refused with a hint to make it aware."""
         with pytest.raises(InvalidContextError, match="timezone-aware"):
@@ -293,7 +302,10 @@ def _ref_scalar(key: str, value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise Refused(key)
-        return value.astimezone(timezone.utc)
+        try:
+            return value.astimezone(timezone.utc)
+        except (OverflowError, ValueError):  # the instant has no UTC datetime
+            raise Refused(key) from None
     for plain in (str, int, float):  # subclasses become the plain type, with its value
         if isinstance(value, plain):
             return str.__str__(value) if plain is str else plain(value)
