@@ -29,6 +29,8 @@ HERE = Path(__file__).resolve().parent
 # (script, its results file, arguments with --quick)
 BENCHMARKS: list[tuple[str, str, list[str]]] = [
     ("bench_evaluation.py", "results_evaluation.json", ["--rounds", "10"]),
+    ("bench_against.py", "results_against.json", ["--rounds", "3"]),
+    ("bench_hooks.py", "results_hooks.json", ["--rounds", "5"]),
     ("compare_peers.py", "results_peers.json", ["--rounds", "5", "--load-rounds", "1"]),
     ("bench_scale.py", "results_scale.json", ["--builds", "2"]),
     ("bench_prefork.py", "results_prefork.json", []),
