@@ -29,7 +29,7 @@ class Deadline:
     when the transport was closed under it; ``seconds`` is the budget last granted.
     """
 
-    __slots__ = ("_conns", "_watchdog", "aborted", "at", "expired", "seconds", "thread")
+    __slots__ = ("_conns", "_cut", "_watchdog", "aborted", "at", "expired", "seconds", "thread")
 
     def __init__(self, watchdog: Watchdog, seconds: float | None) -> None:
         self._watchdog = watchdog
@@ -38,16 +38,18 @@ class Deadline:
         self.seconds = seconds
         self.at = None if seconds is None else time.monotonic() + seconds
         self.expired = False
+        self._cut = False  # the watchdog has shut its connections for lateness
         self.aborted = False
 
     @property
     def over(self) -> bool:
         """True when the request was cut short (closed, or late: the watchdog found it so,
         or its time is up, for a request whose connection the watchdog never saw)."""
-        if self.expired or self.aborted:
-            return True
-        at = self.at
-        return at is not None and time.monotonic() >= at
+        if not (self.expired or self.aborted):
+            at = self.at
+            if at is not None and time.monotonic() >= at:
+                self.expired = True
+        return self.expired or self.aborted
 
     def remaining(self) -> float | None:
         """Seconds left (never below a millisecond, so a timeout stays valid), or None."""
@@ -158,10 +160,10 @@ class Watchdog:
                 soonest: float | None = None
                 for deadline in self._open:
                     at = deadline.at
-                    if at is None or deadline.expired or deadline.aborted:
+                    if at is None or deadline._cut or deadline.aborted:
                         continue
                     if at <= now:
-                        deadline.expired = True
+                        deadline.expired = deadline._cut = True
                         for conn in deadline._conns:
                             _shut(conn)
                     elif soonest is None or at < soonest:
