@@ -87,9 +87,9 @@ def child(client: PhaseFlagClient, forked_wall: float) -> dict[str, Any]:  # pra
 def test_child_never_blocks_on_a_custom_cache_lock_held_at_fork(
     loopback_api: LoopbackAPI, make_client: Any
 ) -> None:
-    """The parent's thread holds the custom cache's lock across the fork; the child reads v1
-    at once, applies v3 and keeps polling, skips its cache writes (counted), and stops
-    within a second."""
+    """The parent's thread holds the custom cache's lock across the fork; the child reads at
+    once (v1, or v3 if its sync was quicker), applies v3 and keeps polling, skips its cache
+    writes (counted), and stops within a second."""
     loopback_api.publish(ruleset(string_flag("color", "v1"), version=1))
     cache = LockedCache()
     client: PhaseFlagClient = make_client(
@@ -137,7 +137,7 @@ def test_child_never_blocks_on_a_custom_cache_lock_held_at_fork(
         holder.join(5)
     assert data, "the child hung"
     report = json.loads(data)
-    assert report["first"] == "v1"
+    assert report["first"] in ("v1", "v3")  # v3 when the child's sync thread was quicker
     assert report["read_took"] < 0.1
     assert report["applied"] and report["value"] == "v3"
     assert report["polled_after"], "the child's sync thread is stuck in the cache"
