@@ -390,6 +390,7 @@ class AsyncPhaseFlagClient:
             if future.cancelled() or future.exception() is None:
                 return
             exc = future.exception()
+            self._client._listeners.failures += 1  # on the loop: the sync call succeeded
             warn(
                 f"async-listener:{name}:{type(exc).__name__}",
                 "phaseflag: async listener %s raised %s: %s; continuing (logged once)",

@@ -38,7 +38,7 @@ def client_status(client: PhaseFlagClient) -> ClientStatus:
         events_failed=stats.failed,
         events_queued=stats.queued,
         leader=_leader(client),
-        listener_failures=client._listeners.failures,
+        listener_failures=client._listeners.failures + client._value_changes.failures,
     )
 
 

@@ -64,6 +64,7 @@ class ValueTracker:
     def __init__(self, warn: OnceLog | None = None) -> None:
         self._warn = warn if warn is not None else _WARN
         self._subs: tuple[_Subscription, ...] = ()
+        self.failures = 0  # callback calls that raised (status().listener_failures)
         self._lock = threading.Lock()
         self.listening = False  # the client's "change" listener that drives this is added
 
@@ -99,6 +100,7 @@ class ValueTracker:
             try:
                 sub.callback(old, new)
             except Exception as exc:
+                self.failures += 1
                 name = getattr(sub.callback, "__qualname__", type(sub.callback).__name__)
                 self._warn(
                     f"value-change:{sub.flag_key}:{name}:{type(exc).__name__}",

@@ -500,8 +500,9 @@ class ClientStatus:
     ruleset was last confirmed fresh (applied or 304), None when none is held.
     ``leader`` is True while this process fetches for a fleet sharing a RedisCache,
     False while it follows Redis, None without a shared cache. ``listener_failures``
-    counts every call of an ``on(...)`` listener that raised (each listener's first
-    failure is also logged at WARNING with its traceback).
+    counts every listener call that raised: ``on(...)``, ``on_flags_changed`` and
+    ``on_flag_value_change`` callbacks, ``async def`` ones included (each listener's
+    first failure is also logged at WARNING).
     """
 
     state: str

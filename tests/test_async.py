@@ -487,8 +487,9 @@ def test_async_value_change_callback_is_awaited_on_the_loop() -> None:
 def test_a_raising_async_listener_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     """An ``async def`` listener that raises on every change is logged once."""
 
+    client = AsyncPhaseFlagClient(base_url="", api_key="", bootstrap=_versioned(1, "dark"))
+
     async def main() -> int:
-        client = AsyncPhaseFlagClient(base_url="", api_key="", bootstrap=_versioned(1, "dark"))
         ran = 0
         done = asyncio.Event()
 
@@ -514,3 +515,4 @@ def test_a_raising_async_listener_is_logged_once(caplog: pytest.LogCaptureFixtur
     lines = [r.getMessage() for r in caplog.records if "async listener" in r.getMessage()]
     assert len(lines) == 1, lines
     assert "broken" in lines[0] and "listener bug" in lines[0]
+    assert client.status().listener_failures == 3  # every failure counted, one logged

@@ -264,6 +264,7 @@ class TestValueChange:
         lines = [r.getMessage() for r in caplog.records if "value-change" in r.getMessage()]
         assert len(lines) == 1, lines  # once, not once per change
         assert "bad" in lines[0] and "listener bug" in lines[0] and "'flow'" in lines[0]
+        assert client.status().listener_failures == 4  # every failure counted
 
     def test_no_exposure_counted(self) -> None:
         """Tracking evaluates purely: no evaluation summaries are counted for it."""
