@@ -115,13 +115,20 @@ class Transport:
         self._owns_session = session is None
         if session is None:
             session = requests.Session()
+            session.trust_env = False  # the Requester reads the environment once instead
             session.mount("http://", DeadlineAdapter())
             session.mount("https://", DeadlineAdapter())
         elif self._base_url:
             adopt_session(session, [prefix(self._base_url)])
         self._session = session
         self._requester = Requester(
-            session, self._api_key, checked_headers, headers_factory, self._verify, proxies
+            session,
+            self._api_key,
+            checked_headers,
+            headers_factory,
+            self._verify,
+            proxies,
+            environment_once=self._owns_session,
         )
         self._watchdog = Watchdog()
         self._lock = threading.Lock()
