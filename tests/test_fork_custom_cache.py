@@ -22,6 +22,9 @@ from phaseflag import Cache, PhaseFlagClient
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
+    # Forking a process that runs the SDK's threads is what these tests are about (3.12+
+    # warns about it in general; the at-fork hooks are what make it safe here).
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
 ]
 
 KEY = "sdk-test-forkcache-0123456789ab"

@@ -23,6 +23,9 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.e2e,
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
+    # Forking a process that runs the SDK's threads is what these tests are about (3.12+
+    # warns about it in general; the at-fork hooks are what make it safe here).
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
 ]
 
 KEY = "sdk-test-forkstorm-0123456789ab"
