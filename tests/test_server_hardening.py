@@ -354,7 +354,11 @@ class TestHealthAndReports:
     ):
         """No ETag and no text of a refused file without a key; everything with it."""
         bad = {"schema_version": 1, "version": 9, "flags": "SECRET-FRAGMENT-42"}
-        ruleset_path.write_text(json.dumps(bad), "utf-8")
+        # Replaced in one step: a write in place can be read half-done (an empty file is a
+        # refusal of its own, without the fragment this test looks for).
+        temp = ruleset_path.with_name("ruleset.json.tmp")
+        temp.write_text(json.dumps(bad), "utf-8")
+        os.replace(temp, ruleset_path)
         wait_for(lambda: server._source.reload_errors >= 1, timeout=5)
         public = requests.get(root(server) + "/healthz", timeout=5)
         assert public.status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,14 @@ def server(ruleset_path: Path, tmp_path: Path) -> Iterator[PhaseFlagServer]:
         ruleset_path, api_keys=[KEY], events_out=str(tmp_path / "e.jsonl"), poll_interval=0.05
     ) as srv:
         yield srv
+
+
+def replace(path: Path, text: str) -> None:
+    """Replace ``path`` in one step, as an operator's deploy would: a write in place can be
+    read half-done, which is a refusal of its own and would count twice."""
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(text, "utf-8")
+    os.replace(temp, path)
 
 
 def scrape(server: PhaseFlagServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -79,9 +88,9 @@ def test_requests_streams_ruleset_reloads_and_events(server: PhaseFlagServer, ru
         assert samples[("phaseflag_server_reloads_total", ())] == 0
     finally:
         stream.close()
-    ruleset_path.write_text("{broken", "utf-8")
+    replace(ruleset_path, "{broken")
     wait_for(lambda: scrape(server)[("phaseflag_server_reload_errors_total", ())] == 1)
-    ruleset_path.write_text(json.dumps(ruleset(boolean_flag("a", False), version=4)), "utf-8")
+    replace(ruleset_path, json.dumps(ruleset(boolean_flag("a", False), version=4)))
     wait_for(lambda: scrape(server)[("phaseflag_server_reloads_total", ())] == 1)
     batch = {"events": [{"kind": "custom", "flag_key": "a"}] * 4}
     assert requests.post(server.url + "/sdk/events", json=batch, headers=AUTH, timeout=5).ok
