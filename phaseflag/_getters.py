@@ -69,26 +69,12 @@ class Getters:
         result = flag.static
         if result is None:
             run = flag.run
-            if run is not None and type(context) is self._plain_type:
-                result = run(context._values)  # type: ignore[union-attr]
-            else:
-                result = self._evaluate(flag_key, context)
+            if run is None or type(context) is not self._plain_type:  # interpreter or merge
+                return self._resolve_full(flag_key, context)
+            result = run(context._values)  # type: ignore[union-attr]
         if flag.track_events:
             self._count(flag_key, result)
         return result
-
-    def _evaluate(self, flag_key: str, context: EvaluationContext | None) -> EvaluationResult:
-        """One flag of the held ruleset for any context, overrides and scopes aside (the
-        ruleset is read once, so the flag and its prerequisites come from one version)."""
-        ruleset = self._store.ruleset
-        flag = ruleset.flags.get(flag_key)
-        if flag is None:
-            return self._missing(flag_key)
-        if flag.static is not None:
-            return flag.static
-        values = self._values_for(context)
-        run = flag.run if type(values) is not ListValues else None  # lists: interpreter
-        return run(values) if run is not None else evaluate_flag(flag, values, ruleset)
 
     def _resolve_full(self, flag_key: str, context: EvaluationContext | None) -> EvaluationResult:
         """``_resolve`` when the read table cannot serve: overrides first, then the ruleset
@@ -111,12 +97,7 @@ class Getters:
             return self._missing(flag_key)
         result = flag.static
         if result is None:
-            if context is None:
-                values = none_values
-            elif type(context) is self._plain_type:
-                values = context._values
-            else:
-                values = self._context_values(context)
+            values = none_values if context is None else self._values_for(context)
             run = flag.run if type(values) is not ListValues else None  # lists: interpreter
             result = run(values) if run is not None else evaluate_flag(flag, values, ruleset)
         if flag.track_events:
