@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -85,14 +84,13 @@ class Requester:
             return self._proxies, self._verify
         known = self._by_origin.get(start)
         if known is None:
-            proxies = dict(self._proxies or {})
-            no_proxy = proxies.get("no_proxy")
-            for scheme, proxy in requests.utils.get_environ_proxies(url, no_proxy).items():
-                proxies.setdefault(scheme, proxy)
-            verify = self._verify
-            if verify is True:
-                bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-                verify = bundle or True
+            # requests' own merge, on a session that trusts the environment (ours does not).
+            with requests.Session() as reader:
+                merged = reader.merge_environment_settings(
+                    url, dict(self._proxies or {}), False, self._verify, None
+                )
+            proxies: dict[str, str] = dict(merged["proxies"] or {})
+            verify: bool | str = merged["verify"] or self._verify  # or the env's CA bundle
             known = self._by_origin[start] = (proxies or None, verify)
         return known
 

@@ -924,13 +924,13 @@ class TestEnvironment:
 
     def test_read_once_per_transport(self, monkeypatch: pytest.MonkeyPatch) -> None:
         calls: list[str] = []
-        real = requests.utils.get_environ_proxies
+        real = requests.sessions.get_environ_proxies
 
         def counting(url: str, no_proxy: str | None = None) -> dict[str, str]:
             calls.append(url)
             return real(url, no_proxy)
 
-        monkeypatch.setattr(requests.utils, "get_environ_proxies", counting)
+        monkeypatch.setattr(requests.sessions, "get_environ_proxies", counting)
         with responses.RequestsMock() as rsps:
             rsps.get(RULESET_URL, body=RULESET)
             t = Transport(BASE, KEY)
