@@ -20,6 +20,20 @@ pytestmark = pytest.mark.fault
 MiB = 1024 * 1024
 
 
+def _socket_buffers() -> int:
+    """The most two loopback TCP sockets' buffers can hold here (the sender's send buffer
+    and the receiver's receive buffer at their autotuned maxima): what a server may have
+    handed the kernel beyond what the client read. 8 MiB where /proc does not say."""
+    try:
+        total = 0
+        for name in ("tcp_rmem", "tcp_wmem"):
+            with open(f"/proc/sys/net/ipv4/{name}", encoding="ascii") as limits:
+                total += int(limits.read().split()[2])
+        return total
+    except (OSError, ValueError, IndexError):
+        return 8 * MiB
+
+
 @pytest.mark.parametrize(
     ("mode", "error"),
     [
@@ -71,5 +85,5 @@ def test_streamed_500_mb_stopped_at_the_limit(
     transfers = server.transfers[mode]
     assert transfers, transfers
     # At least the limit was sent (the client read that far), and at most the limit plus
-    # what the two sockets' buffers held when the client hung up.
-    assert all(LIMIT <= sent < LIMIT + 4 * MiB for sent in transfers), transfers
+    # what the two sockets' buffers held when the client hung up (nowhere near 500 MB).
+    assert all(LIMIT <= sent < LIMIT + _socket_buffers() for sent in transfers), transfers
