@@ -183,14 +183,17 @@ class Getters:
         if hooks is not None:  # the one test a read pays (client hooks: see add_hook)
             return cast(bool, self._hooked(BOOLEAN, flag_key, default, context, hooks).value)
         # _resolve(), inlined in the two hottest getters (a call costs as much as the rest
-        # of a read) for the two commonest flags: static, and generated with every result
-        # of this type. tests/test_client_reads.py proves both getters equal to _resolve().
+        # of a read) for the commonest flags: static, a set lookup, and generated with every
+        # result of this type. tests/test_client_reads.py proves both getters equal to _resolve().
         try:
             flag = self._table.get(flag_key)
             if flag is not None:
                 value = flag.fixed_bool
                 if value is not None:
                     return value
+                lookup = flag.bool_lookup
+                if lookup is not None and type(context) is self._plain_type:
+                    return lookup.get(context._values.get(flag.lookup_attr), flag.lookup_miss)  # type: ignore[union-attr, arg-type]
                 run = flag.bool_run
                 if run is not None and type(context) is self._plain_type:
                     result: EvaluationResult | None = run(context._values)  # type: ignore[union-attr]
@@ -221,14 +224,17 @@ class Getters:
         if hooks is not None:  # the one test a read pays (client hooks: see add_hook)
             return cast(str, self._hooked(STRING, flag_key, default, context, hooks).value)
         # _resolve(), inlined in the two hottest getters (a call costs as much as the rest
-        # of a read) for the two commonest flags: static, and generated with every result
-        # of this type. tests/test_client_reads.py proves both getters equal to _resolve().
+        # of a read) for the commonest flags: static, a set lookup, and generated with every
+        # result of this type. tests/test_client_reads.py proves both getters equal to _resolve().
         try:
             flag = self._table.get(flag_key)
             if flag is not None:
                 value = flag.fixed_str
                 if value is not None:
                     return value
+                lookup = flag.str_lookup
+                if lookup is not None and type(context) is self._plain_type:
+                    return lookup.get(context._values.get(flag.lookup_attr), flag.lookup_miss)  # type: ignore[union-attr, arg-type]
                 run = flag.str_run
                 if run is not None and type(context) is self._plain_type:
                     result: EvaluationResult | None = run(context._values)  # type: ignore[union-attr]

@@ -159,6 +159,18 @@ class Flag:
     str_run: Callable[[Values], EvaluationResult] | None = field(
         init=False, default=None, repr=False, compare=False
     )
+    # Derived too, for an untracked flag whose rules each test one attribute (the same one)
+    # for membership in a set of strings and serve a fixed value: the value each string
+    # gets (the first rule holding it wins) and the default's, so the getter answers with
+    # two dict lookups and no call. ``*_lookup`` is set when every value has that type.
+    lookup_attr: str | None = field(init=False, default=None, repr=False, compare=False)
+    bool_lookup: Mapping[str, bool] | None = field(
+        init=False, default=None, repr=False, compare=False
+    )
+    str_lookup: Mapping[str, str] | None = field(
+        init=False, default=None, repr=False, compare=False
+    )
+    lookup_miss: Any = field(init=False, default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         static = self.static
@@ -176,6 +188,42 @@ class Flag:
                 object.__setattr__(self, "bool_run", self.run)
             elif kinds == {str}:
                 object.__setattr__(self, "str_run", self.run)
+            else:
+                return
+            lookup = None if self.track_events else self._membership()
+            if lookup is not None:
+                object.__setattr__(self, "lookup_attr", lookup[0])
+                name = "bool_lookup" if kinds == {bool} else "str_lookup"
+                object.__setattr__(self, name, lookup[1])
+                object.__setattr__(self, "lookup_miss", lookup[2])
+
+    def _membership(self) -> tuple[str, dict[str, Any], Any] | None:
+        """(attribute, value by string, default's value) when every rule is one plain
+        ``in``/``equals`` test of the same attribute serving a fixed result, else None.
+        The generated read tests ``values.get(attribute) in strings`` rule by rule, so a
+        string's value is that of the first rule listing it and any other value misses."""
+        default = self.default.result
+        if not self.rules or default is None or self.targets or self.prerequisites:
+            return None
+        if self.needs_scope:
+            return None
+        attribute: str | None = None
+        lookup: dict[str, Any] = {}
+        for rule in self.rules:
+            if len(rule.conditions) != 1 or rule.serve.result is None:
+                return None
+            condition = rule.conditions[0]
+            if condition.operator not in ("in", "equals") or condition.operand is None:
+                return None  # negated, case-insensitive or not only strings: not a set test
+            if attribute is None:
+                attribute = condition.attribute
+            if attribute is None or condition.attribute != attribute:
+                return None
+            value = rule.serve.result.value
+            for text in condition.operand:
+                lookup.setdefault(text, value)
+        assert attribute is not None
+        return attribute, lookup, default.value
 
     def served(self) -> Iterator[EvaluationResult]:
         """Every result a read of this flag can return, prerequisites and static aside:

@@ -33,6 +33,35 @@ FLAGS = [
     string_flag("static_st", "green", track_events=True),
     boolean_flag("paid_u", False, rules=[rule("plan", "in", ["pro"], "on")]),
     boolean_flag("who", False, targets=[{"variation": "on", "user_ids": ["u1"]}]),
+    # Set lookups: rules of one plain in/equals test each, on one attribute (first wins).
+    string_flag(
+        "tier",
+        "blue",
+        rules=[
+            rule("plan", "in", ["pro", "team"], "off"),
+            rule("plan", "equals", ["pro", "free"], "value"),
+        ],
+    ),
+    boolean_flag(
+        "either",
+        False,
+        rules=[rule("plan", "in", ["free"], "off"), rule("plan", "in", ["free", "pro"], "on")],
+    ),
+    boolean_flag(
+        "mixed", False, rules=[rule("plan", "in", ["pro"], "on"), rule("n", "in", ["3"], "on")]
+    ),
+    boolean_flag(
+        "negated",
+        False,
+        rules=[
+            {
+                **rule("plan", "in", ["pro"], "on"),
+                "conditions": [
+                    {"attribute": "plan", "operator": "in", "values": ["pro"], "negate": True}
+                ],
+            }
+        ],
+    ),
     string_flag(
         "split_s",
         default={
@@ -53,10 +82,11 @@ contexts = st.one_of(
         EvaluationContext,
         st.sampled_from([None, "u1", "u2"]),
         st.sampled_from([None, "s1"]),
-        st.fixed_dictionaries({}, optional={"plan": st.sampled_from(["pro", "free"]),
+        st.fixed_dictionaries({}, optional={"plan": st.sampled_from(["pro", "free", "team"]),
                                             "n": st.integers(0, 6)}),
     ),
     st.fixed_dictionaries({"user_id": st.just("u3")}, optional={"plan": st.just("pro")}),
+    st.just(EvaluationContext("u1", attributes={"plan": ["free", "pro"]})),  # a list: any
     st.just(42),
     st.just(object()),
 )  # fmt: skip
@@ -139,6 +169,23 @@ def test_precomputed_answers_are_derived_from_the_flag() -> None:
     assert table["split_s"].str_run is table["split_s"].run is not None
     assert table["needs"].bool_run is None  # prerequisites: the interpreter
     assert dataclasses.replace(paid, run=None).bool_run is None  # derived again
+    assert (paid.lookup_attr, paid.bool_lookup, paid.lookup_miss) == ("plan", {"pro": True}, False)
+    assert paid.str_lookup is None and table["paid"].bool_lookup is None  # tracked: counted
+    tier = table["tier"]
+    assert (
+        tier.str_lookup == {"pro": "off", "team": "off", "free": "blue"}
+        and tier.bool_lookup is None
+    )
+    assert table["either"].bool_lookup == {"free": False, "pro": True}  # the first rule wins
+    for key in (
+        "mixed",
+        "negated",
+        "who",
+        "split_s",
+        "needs",
+        "colour",
+    ):  # two attributes, targets, ...
+        assert table[key].bool_lookup is None and table[key].str_lookup is None, key
 
 
 def test_read_table_follows_overrides_scopes_and_swaps() -> None:

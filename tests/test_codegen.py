@@ -245,6 +245,9 @@ def _agree(
     assert fast == evaluate_flag(interpreted, context._values, compiled)
     if flag.error is None and flag.static is None:
         assert flag.run is not None  # this strategy only makes flags the template can hold
+    lookup = flag.bool_lookup
+    if lookup is not None and type(context) is EvaluationContext:  # the getters' set lookup
+        assert lookup.get(context._values.get(flag.lookup_attr), flag.lookup_miss) == fast.value
 
 
 _cases = given(
@@ -273,6 +276,50 @@ def test_fast_path_agrees_with_explain_at_length(
 ) -> None:
     """The same agreement over many more random flags and contexts (the fuzz run)."""
     _agree(document, user, session, attrs)
+
+
+@st.composite
+def memberships(draw: st.DrawFn) -> dict[str, Any]:
+    """Flags the getters answer with a set lookup, and near misses of that shape."""
+
+    def condition() -> dict[str, Any]:
+        out = {
+            "attribute": draw(st.sampled_from(["plan", "plan", "plan", "n"])),
+            "operator": draw(st.sampled_from(["in", "equals"])),
+            "values": draw(st.lists(st.sampled_from(["pro", "free", "3", "ü"]), min_size=1)),
+        }
+        if draw(st.integers(0, 5)) == 0:
+            out[draw(st.sampled_from(["negate", "case_insensitive"]))] = True
+        if draw(st.integers(0, 5)) == 0:
+            out["values"] = [*out["values"], draw(st.sampled_from([3, True, 1.5]))]
+        return out
+
+    rules = [
+        {"conditions": [condition()], "serve": {"variation": draw(st.sampled_from(["on", "off"]))}}
+        for _ in range(draw(st.integers(1, 4)))
+    ]
+    return ruleset(boolean_flag("f", draw(st.booleans()), rules=rules))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    document=memberships(),
+    user=st.sampled_from([None, "u1"]),
+    attrs=st.dictionaries(st.sampled_from(["plan", "n"]), context_value, max_size=2),
+)
+def test_set_lookup_agrees_with_explain(
+    document: dict[str, Any], user: str | None, attrs: dict[str, Any]
+) -> None:
+    """The getters' set lookup (one dict per flag, no call) serves what explain serves."""
+    _agree(document, user, None, attrs)
+    flag = compile_ruleset(document).flags["f"]
+    plain = all(
+        c["attribute"] == document["flags"][0]["rules"][0]["conditions"][0]["attribute"]
+        and not c.get("negate") and not c.get("case_insensitive")
+        and all(type(v) is str for v in c["values"])
+        for r in document["flags"][0]["rules"] for c in r["conditions"]
+    )  # fmt: skip
+    assert (flag.bool_lookup is not None) == plain
 
 
 # -- hot-path copies -------------------------------------------------------------------------
