@@ -147,8 +147,7 @@ def make_phaseflag() -> Sdk:
     get_bool, get_str = client.get_boolean_value, client.get_string_value
 
     def native(p: dict[str, Any]) -> EvaluationContext:
-        attrs = {k: v for k, v in p.items() if k != "user_id"}
-        return EvaluationContext(user_id=p["user_id"], attributes=attrs)
+        return EvaluationContext.from_dict(p)  # the converter for a flat dict like p
 
     return Sdk(
         "phaseflag",
@@ -386,7 +385,7 @@ def make_growthbook() -> Sdk:
         }
         rule: dict[str, Any] = {"condition": condition, "force": "on"}
         if i == 9:
-            rule.update(coverage=0.5, hashAttribute="id", seed="s4", hashVersion=2)
+            rule.update(coverage=0.5, hashAttribute="user_id", seed="s4", hashVersion=2)
         return rule
 
     features = {
@@ -398,7 +397,7 @@ def make_growthbook() -> Sdk:
         "s3": {
             "defaultValue": False,
             "rules": [
-                {"force": True, "coverage": 0.5, "hashAttribute": "id", "seed": "s3"}
+                {"force": True, "coverage": 0.5, "hashAttribute": "user_id", "seed": "s3"}
                 | {"hashVersion": 2}
             ],
         },
@@ -425,7 +424,7 @@ def make_growthbook() -> Sdk:
         return out
 
     def native(p: dict[str, Any]) -> dict[str, Any]:
-        return {"id": p["user_id"], **{k: v for k, v in p.items() if k != "user_id"}}
+        return p  # its attributes are a flat dict like p (hashAttribute "user_id")
 
     return Sdk(
         "growthbook",

@@ -503,6 +503,63 @@ class TestFastAndSlowPaths:
             assert type(ctx._values) is not dict and ctx.get("roles") == ("a", "b")
 
 
+def _outcome(make: Any) -> Any:
+    """What a construction gives, for comparing two ways of building the same context."""
+    try:
+        ctx = make()
+    except InvalidContextError as error:
+        return ("refused", error.key, str(error))
+    values = sorted(_exact(ctx._values), key=repr)  # the ids' place in it is no one's concern
+    return ("ok", type(ctx), ctx.user_id, ctx.session_id, _exact(ctx.attributes), values)
+
+
+_flat_keys = st.one_of(
+    st.sampled_from(["user_id", "session_id", "targetingKey", "attributes", "plan", "n"]),
+    _bad_names,
+)
+
+
+class TestFromDictFastPath:
+    """from_dict's path for a flat dict of plain values equals the general converter."""
+
+    @given(
+        data=st.dictionaries(
+            _flat_keys,
+            st.one_of(_values, _ids, st.dictionaries(_names, _good_scalars, max_size=2)),
+            max_size=6,
+        )
+    )
+    @settings(max_examples=300, deadline=None)
+    def test_equals_the_general_converter(self, data: dict[Any, Any]) -> None:
+        """Same context (type, ids, attributes in order, values) or the same refusal."""
+        fast = _outcome(lambda: EvaluationContext.from_dict(data))
+        assert fast == _outcome(lambda: EvaluationContext._from_mapping(data))
+
+    @given(
+        attributes=st.dictionaries(
+            st.sampled_from(["plan", "n", "x"]),
+            st.one_of(st.text(max_size=3), st.integers(), st.floats(), st.booleans()),
+        ),
+        ids=st.fixed_dictionaries(
+            {}, optional={"user_id": st.text(max_size=3), "session_id": st.text(max_size=3)}
+        ),
+    )
+    @settings(max_examples=100, deadline=None)
+    def test_plain_flat_dicts_take_it(
+        self, attributes: dict[str, Any], ids: dict[str, str]
+    ) -> None:
+        """A flat dict of plain values and str ids never reaches the general converter."""
+        slow = mock.patch.object(
+            EvaluationContext, "_from_mapping", side_effect=AssertionError("slow")
+        )
+        data = {**ids, **attributes}
+        with slow:
+            ctx = EvaluationContext.from_dict(data)
+        assert _outcome(lambda: ctx) == _outcome(lambda: EvaluationContext._from_mapping(data))
+        data["plan"] = "changed later"
+        assert ctx.attributes.get("plan") != "changed later"  # a copy, not a view
+
+
 class TestDerivedViews:
     """from_dict and merge build what the constructor builds from the same fields."""
 
