@@ -246,8 +246,8 @@ def _percentiles(samples: array[int]) -> dict[str, float]:
 
 
 def measure_reads_during_builds(n: int, builds: int) -> dict[str, Any]:
-    """A reader thread times every read; idle first, then while the main thread compiles
-    and swaps in ``builds`` 10k-flag rulesets whose every flag changed (no reuse)."""
+    """A reader thread times every read: idle, and while the main thread compiles and
+    swaps in each of ``builds`` 10k-flag rulesets whose every flag changed (no reuse)."""
     client = PhaseFlagClient(base_url="", api_key="", bootstrap=document(n))
     raws = [encode(document(n, version=2 + g, generation=1 + g)) for g in range(builds)]
     keys = [f"flag-{i:05d}" for i in range(0, n, 7)]
@@ -265,31 +265,37 @@ def measure_reads_during_builds(n: int, builds: int) -> dict[str, Any]:
                 if value is not True:
                     wrong[0] += 1
 
-    def phase(work: Any) -> dict[str, float]:
+    def phase(work: Any, into: array[int]) -> float:
         del latencies[:]
         stop.clear()
         thread = threading.Thread(target=reader, name="bench-reader")
         thread.start()
-        seconds = work()
+        seconds: float = work()
         stop.set()
         thread.join()
-        return {**_percentiles(latencies), "seconds": seconds}
+        into.extend(latencies)
+        return seconds
 
-    def build_all() -> float:
+    def build(raw: bytes) -> float:
         start = time.perf_counter()
-        for raw in raws:
-            client._store.apply_document(raw, "live")
+        client._store.apply_document(raw, "live")
         return time.perf_counter() - start
 
-    idle_seconds = 1.5
-
     def idle() -> float:
-        stop.wait(idle_seconds)
-        return idle_seconds
+        stop.wait(0.5)
+        return 0.5
 
+    # Idle and build phases alternate, so a drift in the machine's speed (a 2-core VM's
+    # neighbours, frequency) reaches both alike instead of deciding the ratio.
+    idle_reads: array[int] = array("q")
+    build_reads: array[int] = array("q")
+    build_seconds = 0.0
     gc.collect()
-    idle_stats = phase(idle)
-    build_stats = phase(build_all)
+    for raw in raws:
+        phase(idle, idle_reads)
+        build_seconds += phase(lambda raw=raw: build(raw), build_reads)
+    idle_stats = {**_percentiles(idle_reads), "seconds": 0.5 * len(raws)}
+    build_stats = {**_percentiles(build_reads), "seconds": build_seconds}
     expect(wrong[0] == 0, f"{wrong[0]} reads returned a wrong value")
     expect(client.ruleset.version == 1 + builds, "the last ruleset was not swapped in")
     ratio = build_stats["p99_ns"] / idle_stats["p99_ns"]
