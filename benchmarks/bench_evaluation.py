@@ -6,8 +6,11 @@ answers are checked against the baseline first, so it cannot time an error path.
 Rows (JSON ``results``): S1-S4 and S2c (context built per call) with ``baseline_ns``
 and ``ratio_to_baseline``; ``context`` (5 attributes, ``ratio_to_s2_read``);
 ``S2_counted``, ``S2_uncounted`` (the same tracked flag through a client that counts
-nothing) and ``counting`` (the difference); ``codegen`` holds compile time and memory per
-flag with and without generated reads, and S4's evaluation both ways.
+nothing) and ``counting`` (the difference); two floors, timed, not targets:
+``S2_floor`` (a getter with no checks, timed beside S2, ratio to S2's dict+if) and
+``empty_class`` (a constructor that stores nothing, ratio to an S2 read); ``codegen``
+holds compile time and memory per flag with and without generated reads, and S4's
+evaluation both ways.
 """
 
 from __future__ import annotations
@@ -166,6 +169,32 @@ def _s2_tracked() -> dict[str, Any]:
     return {**flag, "key": "s2t", "track_events": True}
 
 
+class _Floor:
+    """The least any getter with the public signature can do for S2: the flag's lookup and
+    the two dict reads of its set-lookup path, with no check at all (no hooks argument,
+    no missing flag, no context type, no exception guard). Its ratio to dict+if is the
+    floor a real getter cannot go under; it is timed, not a target."""
+
+    def __init__(self, table: dict[str, Any]) -> None:
+        self._table = table
+
+    def get(self, flag_key: str, default: bool, context: Any = None, hooks: Any = None) -> Any:
+        flag = self._table.get(flag_key)
+        return flag.bool_lookup.get(context._values.get(flag.lookup_attr), flag.lookup_miss)
+
+
+class _EmptyContext:
+    """A class that stores nothing, called like the context row: the floor of any
+    constructor written in Python."""
+
+    __slots__ = ("_session_id", "_user_id", "_values")
+
+    def __init__(
+        self, user_id: str | None = None, session_id: str | None = None, attributes: Any = None
+    ) -> None:
+        pass
+
+
 def _median_ns(samples: list[float]) -> float:
     return round(statistics.median(samples), 1)
 
@@ -274,9 +303,13 @@ def run(rounds: int) -> dict[str, Any]:
             base_s2({"user_id": user_id, **attrs})
 
     samples: dict[str, list[float]] = {
-        name: [] for name in [*getters, "S2c", "S2_counted", "S2_uncounted", "context"]
+        name: [] for name in [*getters, "S2c", "S2_counted", "S2_uncounted", "context", "S2_floor"]
     }
+    samples["empty_class"] = []
     base_samples: dict[str, list[float]] = {name: [] for name in [*getters, "S2c"]}
+    floor = _Floor(client._table).get
+    if any(floor("s2", False, c) != base_s2(p) for c, p in zip(ctxs, plain, strict=True)):
+        raise SystemExit("the S2 floor and the baseline disagree")
     attrs5 = {
         "plan": "pro",
         "country": "US",
@@ -295,6 +328,11 @@ def run(rounds: int) -> dict[str, Any]:
                 for c in c_list:
                     get(key, default, c)
                 samples[name].append((time.perf_counter_ns() - start) / len(c_list))
+                if name == "S2":  # the floor, beside the read it bounds and its baseline
+                    start = time.perf_counter_ns()
+                    for c in c_list:
+                        floor(key, default, c)
+                    samples["S2_floor"].append((time.perf_counter_ns() - start) / len(c_list))
                 start = time.perf_counter_ns()
                 for p in p_list:
                     base(p)
@@ -319,6 +357,10 @@ def run(rounds: int) -> dict[str, Any]:
             for _ in range(2000):
                 EvaluationContext(user_id="user-1", attributes=attrs5)
             samples["context"].append((time.perf_counter_ns() - start) / 2000)
+            start = time.perf_counter_ns()
+            for _ in range(2000):
+                _EmptyContext(user_id="user-1", attributes=attrs5)
+            samples["empty_class"].append((time.perf_counter_ns() - start) / 2000)
     finally:
         gc.enable()
     results: dict[str, Any] = {}
@@ -330,6 +372,11 @@ def run(rounds: int) -> dict[str, Any]:
         results[name] = row
     s2 = results["S2"]["median_ns"]
     results["context"]["ratio_to_s2_read"] = round(results["context"]["median_ns"] / s2, 2)
+    results["S2_floor"]["ratio_to_baseline"] = round(
+        results["S2_floor"]["median_ns"] / results["S2"]["baseline_ns"], 2
+    )
+    empty = results["empty_class"]
+    empty["ratio_to_s2_read"] = round(empty["median_ns"] / s2, 2)
     uncounted = results["S2_uncounted"]["median_ns"]
     results["counting"] = {"median_ns": round(results["S2_counted"]["median_ns"] - uncounted, 1)}
     codegen = codegen_cost()
