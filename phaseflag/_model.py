@@ -203,10 +203,8 @@ class Flag:
         The generated read tests ``values.get(attribute) in strings`` rule by rule, so a
         string's value is that of the first rule listing it and any other value misses."""
         default = self.default.result
-        if not self.rules or default is None or self.targets or self.prerequisites:
-            return None
-        if self.needs_scope:
-            return None
+        if not self.rules or default is None or self.targets or self.needs_scope:
+            return None  # (prerequisites always need a scope)
         attribute: str | None = None
         lookup: dict[str, Any] = {}
         for rule in self.rules:

@@ -218,19 +218,21 @@ class EvaluationContext:
         # The commonest call, a request's flat dict of plain values with str ids, takes a
         # copy of it as the values (the ids already sit where conditions read them);
         # anything else goes through _from_mapping. tests/test_context.py proves them equal.
-        if type(data) is dict and cls is EvaluationContext:
+        if (
+            type(data) is dict
+            and cls is EvaluationContext
+            and "targetingKey" not in data
+            and "attributes" not in data
+        ):
             values = data.copy()
-            user_id = values.get("user_id")
-            session_id = values.get("session_id")
             for key, value in values.items():
                 if type(value) not in _PLAIN_TYPES or type(key) is not str:
                     break
-            else:
-                if (
-                    (user_id is None or type(user_id) is str)
-                    and (session_id is None or type(session_id) is str)
-                    and "targetingKey" not in values
-                    and "attributes" not in values
+            else:  # every value plain (so an id is None only when absent): ids must be str
+                user_id = values.get("user_id")
+                session_id = values.get("session_id")
+                if (user_id is None or type(user_id) is str) and (
+                    session_id is None or type(session_id) is str
                 ):
                     self = _new_context(cls)
                     self._user_id = user_id
@@ -333,7 +335,7 @@ class EvaluationContext:
         return {"user_id": self.user_id, "session_id": self.session_id, "attributes": attrs}
 
 
-_new_context = object.__new__
+_new_context = object.__new__  # from_dict's fast path builds without __init__ (request path)
 
 
 class ListContext(EvaluationContext):
