@@ -52,6 +52,10 @@ from phaseflag._sync import Poller
 from phaseflag._transport import Transport
 from phaseflag._version import __version__
 
+# Seconds to wait for readiness, which follows a first fetch and the file cache's fsync:
+# a margin a loaded 2-core CI keeps (wait_until_ready returns as soon as it is ready).
+READY_WAIT = 10.0
+
 BASE = "https://api.phaseflag.test/api/v1"
 RULESET_URL = BASE + "/sdk/ruleset"
 EVENTS_URL = BASE + "/sdk/events"
@@ -131,7 +135,7 @@ class TestLifecycle:
         client = make(send_events=True, polling_interval=3600)
         client.start()
         client.start()
-        assert client.wait_until_ready(2.0)
+        assert client.wait_until_ready(READY_WAIT)
         client.start()
         assert phaseflag_thread_names() == ["phaseflag-events", "phaseflag-sync"]
         assert len(calls_to(api, RULESET_URL)) == 1
@@ -142,7 +146,7 @@ class TestLifecycle:
         client = make()
         assert client.is_ready is False
         client.start()
-        assert client.wait_until_ready(2.0) is True
+        assert client.wait_until_ready(READY_WAIT) is True
         assert client.is_ready is True
 
     @pytest.mark.parametrize(
@@ -184,7 +188,7 @@ class TestLifecycle:
         serve(api, ruleset(boolean_flag("f")))
         client = make(send_events=True, polling_interval=3600)
         client.start()
-        assert client.wait_until_ready(2.0)
+        assert client.wait_until_ready(READY_WAIT)
         client.stop()
         assert phaseflag_thread_names() == []
         assert client.status().state == "stopped"
@@ -218,7 +222,7 @@ class TestLifecycle:
         serve(api, ruleset(string_flag("color", "green")))
         client = make(cache=Tracked())
         client.start()
-        assert client.wait_until_ready(2.0)
+        assert client.wait_until_ready(READY_WAIT)
         client.stop()
         assert Tracked.closed == 1
         assert client.get_string_value("color", "none") == "green"
@@ -237,7 +241,7 @@ class TestLifecycle:
         serve(api, ruleset(boolean_flag("f")))
         client = make(polling_interval=3600)
         client.start()
-        assert client.wait_until_ready(2.0)
+        assert client.wait_until_ready(READY_WAIT)
         client.stop()
         client.start()
         assert phaseflag_thread_names() == ["phaseflag-sync"]
@@ -251,7 +255,7 @@ class TestLifecycle:
         """``with client:`` starts it (threads running) and stops it on exit (threads gone)."""
         serve(api, ruleset(boolean_flag("f")))
         with make(send_events=True) as client:
-            assert client.wait_until_ready(2.0)
+            assert client.wait_until_ready(READY_WAIT)
             assert client.get_boolean_value("f", False) is True
             assert phaseflag_thread_names() == ["phaseflag-events", "phaseflag-sync"]
         assert phaseflag_thread_names() == []
@@ -298,7 +302,7 @@ class TestCache:
         serve(api, ruleset(string_flag("color", "green"), version=4))
         first = make(cache=FileCache(tmp_path))
         first.start()
-        assert first.wait_until_ready(2.0)
+        assert first.wait_until_ready(READY_WAIT)
         first.stop()
 
         api.get(RULESET_URL, status=503)
@@ -338,7 +342,7 @@ class TestCache:
         serve(api, ruleset(string_flag("color", "live"), version=1))
         client = make(bootstrap=ruleset(string_flag("color", "bootstrap"), version=10))
         client.start()
-        assert client.wait_until_ready(2.0)
+        assert client.wait_until_ready(READY_WAIT)
         assert client.get_string_value("color", "none") == "live"
         assert client.status().ruleset_version == 1
 
@@ -372,7 +376,7 @@ class TestCache:
         serve(api, ruleset(boolean_flag("f")))
         client = make(cache=Broken())
         client.start()
-        assert client.wait_until_ready(2.0)
+        assert client.wait_until_ready(READY_WAIT)
         assert client.get_boolean_value("f", False) is True
 
 
@@ -432,7 +436,7 @@ class TestBootstrap:
         api.get(RULESET_URL, status=503)
         client = make(bootstrap_url=CDN_URL, offline_mode=True, polling_interval=0.02)
         client.start()
-        assert client.wait_until_ready(2.0)
+        assert client.wait_until_ready(READY_WAIT)
         assert client.get_string_value("color", "none") == "cdn"
         wait_for(lambda: len(calls_to(api, RULESET_URL)) >= 3, timeout=3.0)
         cdn_calls = calls_to(api, CDN_URL)
@@ -449,7 +453,7 @@ class TestBootstrap:
         errors = Recorder()
         client.on("error", errors)
         client.start()
-        assert client.wait_until_ready(2.0)
+        assert client.wait_until_ready(READY_WAIT)
         assert client.get_string_value("color", "none") == "live"
         client.stop()
         assert [c.request.url for c in api.calls if c.request.url == CDN_URL] == []
@@ -955,7 +959,7 @@ class TestHealth:
         serve(api, ruleset(boolean_flag("a"), boolean_flag("b"), version=9))
         client = make()
         client.start()
-        assert client.wait_until_ready(2.0)
+        assert client.wait_until_ready(READY_WAIT)
         status = client.status()
         assert (status.state, status.ready, status.ruleset_version) == ("running", True, 9)
         assert (status.ruleset_source, status.flag_count) == ("live", 2)
@@ -1166,7 +1170,7 @@ def client_in(
     if state in ("bad-key", "no-data"):
         assert errors.called.wait(2.0)
     else:
-        assert client.wait_until_ready(2.0)
+        assert client.wait_until_ready(READY_WAIT)
     if state == "stopped":
         client.stop()
     return client

@@ -22,6 +22,10 @@ from phaseflag._sync import MAX_BACKOFF, MAX_RETRY_AFTER, Poller
 from phaseflag._transport import Transport
 from phaseflag._version import __version__
 
+# Seconds to wait for readiness, which follows a first fetch and the file cache's fsync:
+# a margin a loaded 2-core CI keeps (wait_until_ready returns as soon as it is ready).
+READY_WAIT = 10.0
+
 BASE = "https://api.phaseflag.test/api/v1"
 RULESET_URL = BASE + "/sdk/ruleset"
 KEY = "sdk-test-sync-0123456789abcdef"
@@ -374,7 +378,7 @@ class TestThread:
         """start() runs one thread named phaseflag-sync that fetches the first ruleset."""
         serve(api, ruleset(boolean_flag("f")))
         live.start()
-        assert live.wait_until_ready(2.0)
+        assert live.wait_until_ready(READY_WAIT)
         assert phaseflag_thread_names() == ["phaseflag-sync"]
 
     def test_polling_interval_setter_takes_effect(
@@ -384,7 +388,7 @@ class TestThread:
         serve(api, ruleset(boolean_flag("f")))
         api.get(RULESET_URL, status=304)
         live.start()
-        assert live.wait_until_ready(2.0)
+        assert live.wait_until_ready(READY_WAIT)
         assert len(api.calls) == 1
         live.polling_interval = 0.02
         wait_for(lambda: len(api.calls) >= 4, timeout=3.0)
@@ -396,7 +400,7 @@ class TestThread:
         """stop() during an hour-long wait returns at once and the thread is gone."""
         serve(api, ruleset(boolean_flag("f")))
         live.start()
-        assert live.wait_until_ready(2.0)
+        assert live.wait_until_ready(READY_WAIT)
         started = time.monotonic()
         live.stop()
         assert time.monotonic() - started < 1.0
