@@ -27,6 +27,7 @@ __all__ = [
     "JSON_HEADERS",
     "USER_AGENT",
     "Requester",
+    "check_framed",
     "check_status",
     "json_bytes",
     "origin",
@@ -225,6 +226,27 @@ def check_status(
     reason = http.client.responses.get(status, "")
     raise TransportError(
         f"{what}: unexpected HTTP {status} {reason}".rstrip(), status, retry_after=retry_after
+    )
+
+
+def check_framed(resp: requests.Response, what: str) -> None:
+    """Raise a retryable TransportError unless an HTTP/1.1 answer says where it ends.
+
+    A connection cut inside the headers reads, in http.client, as a complete answer whose
+    (empty) body ends at the close. Where the status alone means "accepted" (events), such
+    an answer must not count as delivery: a real one has a Content-Length, chunked framing
+    or ``Connection: close``, or is a 204. HTTP/1.0 answers end at the close by definition.
+    """
+    if getattr(resp.raw, "version", 0) != 11 or resp.status_code == 204:
+        return
+    headers = resp.headers
+    if "Content-Length" in headers or "chunked" in headers.get("Transfer-Encoding", "").lower():
+        return
+    if "close" in headers.get("Connection", "").lower():
+        return
+    raise TransportError(
+        f"{what}: the answer ended without saying where (no Content-Length, chunked framing "
+        "or Connection: close); the connection was probably cut inside its headers"
     )
 
 

@@ -32,7 +32,8 @@ class RulesetStore:
 
     Version policy: bootstrap and cached data replace what is held only with a higher
     version; live data always replaces it. Live documents are written through to the
-    cache. Listeners hear ``ready``, ``change``, ``flags_changed``, ``error`` and ``stale``.
+    cache once their sync has succeeded (after readiness). Listeners hear ``ready``,
+    ``change``, ``flags_changed``, ``error`` and ``stale``.
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class RulesetStore:
         self._default_values = default_values  # FlagChange.previous/current are for these
         self._swap_lock = threading.Lock()
         self._open = True
+        self._unsaved: bytes | None = None  # a live document applied, not yet in the cache
 
     def close(self) -> None:
         """From now on nothing is applied or announced (stop()): a sync thread still
@@ -85,7 +87,8 @@ class RulesetStore:
         self.swap(ruleset, source, raw)
 
     def sync_succeeded(self) -> None:
-        """Record a good fetch; (re)announce readiness after an outage."""
+        """Record a good fetch; (re)announce readiness after an outage; then write what was
+        applied to the cache, so that neither readiness nor a listener waits on a disk sync."""
         if not self._open:
             return
         now = time.time()
@@ -100,6 +103,7 @@ class RulesetStore:
             self.stale = False
             self._listeners.emit("ready")
         self.mark_ready()
+        self._write_cache()
 
     def sync_failed(self, error: Exception) -> None:
         """Record a failed fetch or a rejected ruleset; the last good ruleset stays in use."""
@@ -137,10 +141,7 @@ class RulesetStore:
         if self.confirmed_at is None or source == "live":
             self.confirmed_at = time.time()
         if source == "live" and raw is not None:
-            try:
-                self._cache.set(self._cache_key, raw)
-            except Exception as exc:
-                self._warn("cache:set", "phaseflag: could not write the ruleset cache: %s", exc)
+            self._unsaved = raw  # written by sync_succeeded, after readiness and listeners
         # Listing (and evaluating) 10,000 added flags is work: only when someone sees it.
         listeners = self._listeners
         wanted = listeners.has("change") or listeners.has("flags_changed")
@@ -160,6 +161,16 @@ class RulesetStore:
                 # Definitions are decoded only when a listener looks one up.
                 self._listeners.emit("flags_changed", FlagSources(ruleset.flags))
         return True
+
+    def _write_cache(self) -> None:
+        """Write the last live document applied, if not yet written (never raises)."""
+        raw, self._unsaved = self._unsaved, None
+        if raw is None:
+            return
+        try:
+            self._cache.set(self._cache_key, raw)
+        except Exception as exc:
+            self._warn("cache:set", "phaseflag: could not write the ruleset cache: %s", exc)
 
     def load_cache(self) -> None:
         """Serve the cached ruleset if it is newer than what is held (never raises)."""
@@ -207,6 +218,7 @@ class RulesetStore:
         when it is one of phaseflag's caches; a custom cache's calls are bounded from now on
         (``_childcache``)."""
         self._swap_lock = threading.Lock()
+        self._unsaved = None  # the parent's to write
         reset = getattr(self._cache, "_after_fork_in_child", None)
         if callable(reset):
             reset()

@@ -32,7 +32,15 @@ from ._config import (
 from ._deadline import Deadline, Watchdog
 from ._errors import ConfigError, TransportError
 from ._pools import DeadlineAdapter, adopt_session
-from ._request import JSON_HEADERS, Requester, check_status, json_bytes, prefix, redact
+from ._request import (
+    JSON_HEADERS,
+    Requester,
+    check_framed,
+    check_status,
+    json_bytes,
+    prefix,
+    redact,
+)
 from ._sse import SSEEvent, parse_sse
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "FetchResult", "StreamIdleError", "Transport"]
@@ -170,7 +178,7 @@ class Transport:
             return FetchResult(False, body, resp.headers.get("ETag"))
 
     def post_events(self, payload: Mapping[str, Any], timeout: float | None = None) -> None:
-        """POST an events batch to ``/sdk/events``; returns on 200/202/204.
+        """POST an events batch to ``/sdk/events``; returns on a complete 200/202/204.
 
         ``timeout`` (seconds, at most the transport's) shortens this request's deadline, for
         a flush that must end in time. Any other status raises TransportError with
@@ -184,6 +192,7 @@ class Transport:
         exchange = self._exchange("POST", url, what, JSON_HEADERS, body=body, timeout=timeout)
         with exchange as (resp, deadline):
             check_status(resp, what, ok=_OK_EVENTS)
+            check_framed(resp, what)
             drain(resp)
             if deadline.over:
                 raise late(what, deadline)

@@ -103,6 +103,18 @@ def stepper(client: PhaseFlagClient) -> Callable[[], float]:
     return Poller(transport.fetch_ruleset, client._store, 30.0, rng=random.Random(3)).step
 
 
+class _HeldCache(MemoryCache):
+    """A memory cache whose writes wait (up to 30 s) until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def set(self, key: str, value: bytes) -> None:
+        self.release.wait(30)
+        super().set(key, value)
+
+
 class Recorder:
     """A listener that records its calls and sets ``called`` on each."""
 
@@ -295,6 +307,28 @@ class TestCache:
         assert stored is not None
         assert [f["key"] for f in json.loads(stored)["flags"]] == ["a", "b"]
 
+    def test_readiness_and_listeners_do_not_wait_for_the_cache_write(
+        self, api: responses.RequestsMock, make: Make
+    ) -> None:
+        """The first fetch makes the client ready and tells listeners before the cache is
+        written, so a slow disk (an fsync) delays neither; the write follows on the sync
+        thread."""
+        cache = _HeldCache()
+        serve(api, ruleset(boolean_flag("a"), version=1))
+        client = make(cache=cache)
+        changes = Recorder()
+        client.on("change", changes)
+        client.start()
+        try:
+            assert client.wait_until_ready(READY_WAIT)  # the write is still held back
+            assert changes.called.is_set()
+            assert cache.get(cache_key(BASE, KEY)) is None
+        finally:
+            cache.release.set()
+        wait_for(lambda: cache.get(cache_key(BASE, KEY)) is not None, READY_WAIT)
+        stored = cache.get(cache_key(BASE, KEY))
+        assert stored is not None and json.loads(stored)["version"] == 1
+
     def test_restart_during_outage_serves_cached_flags(
         self, api: responses.RequestsMock, make: Make, tmp_path: Path
     ) -> None:
@@ -303,6 +337,8 @@ class TestCache:
         first = make(cache=FileCache(tmp_path))
         first.start()
         assert first.wait_until_ready(READY_WAIT)
+        # The write follows readiness on the sync thread; stop() waits for it within 1 s.
+        wait_for(lambda: FileCache(tmp_path).get(cache_key(BASE, KEY)) is not None, READY_WAIT)
         first.stop()
 
         api.get(RULESET_URL, status=503)

@@ -425,6 +425,68 @@ class TestPostEvents:
         assert len(mock.calls) == 0
 
 
+def _answer_once(head: bytes) -> tuple[str, threading.Thread]:
+    """A loopback API that reads one request, sends ``head`` and closes cleanly (a FIN)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                received = b""
+                while b"\r\n\r\n" not in received:
+                    received += conn.recv(65536)
+                header, _, body = received.partition(b"\r\n\r\n")
+                length = int(header.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(body) < length:
+                    body += conn.recv(65536)
+                conn.sendall(head)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/api/v1", thread
+
+
+class TestPostEventsFraming:
+    """Only an answer that says where it ends proves delivery: a connection cut inside the
+    headers reads, in http.client, as a whole answer with an empty body."""
+
+    @pytest.mark.parametrize(
+        "head",
+        [
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"HTTP/1.1 202 Accepted\r\nConnection: close\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\n\r\n",
+        ],
+    )
+    def test_complete_answers_deliver(self, head: bytes) -> None:
+        url, server = _answer_once(head)
+        transport = Transport(url, KEY, timeout=5.0)
+        try:
+            transport.post_events({"events": []})
+        finally:
+            transport.close()
+            server.join(5)
+
+    @pytest.mark.parametrize(
+        "head",
+        [b"HTTP/1.1 200 OK\r\nX-Pad: a", b"HTTP/1.1 202 Accepted\r\n", b"HTTP/1.1 200 OK\r\n\r\n"],
+    )
+    def test_answers_cut_inside_the_headers_are_retryable(self, head: bytes) -> None:
+        url, server = _answer_once(head)
+        transport = Transport(url, KEY, timeout=5.0)
+        try:
+            err = error_of(lambda: transport.post_events({"events": []}))
+        finally:
+            transport.close()
+            server.join(5)
+        assert type(err) is TransportError
+        assert err.status is None  # retried with backoff, like any network failure
+        assert "cut inside its headers" in str(err)
+
+
 class TestEvaluate:
     def test_200(self, mock: responses.RequestsMock, transport: Transport) -> None:
         """The request carries flag_key and context; the answer is returned as a dict."""

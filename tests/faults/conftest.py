@@ -86,10 +86,11 @@ class FaultServer:
     ``trickle_head`` (the status line, then one header byte per ``trickle_every`` seconds),
     ``redirect_other`` (302 to ``redirect_to``), ``redirect_same`` (302 to ``ruleset-moved``
     on this server) and ``503``. Events modes: ``ok`` (202, payload kept), ``503``,
-    ``retry_after``, ``hang`` and ``trickle_head``. Evaluate modes: ``ok``, ``trickle_head``
-    and ``trickle`` (a long body, byte by byte). Stream modes: ``heartbeat`` (``:``
-    comments only), ``bad_utf8`` (one ruleset with a byte that is not UTF-8), ``ok`` (the
-    ruleset, then pushes and pings), ``garbage`` (noise,
+    ``retry_after``, ``hang``, ``trickle_head`` and ``cut_head`` (``200 OK`` and half a
+    header, then a clean close: what http.client reads as a complete answer). Evaluate
+    modes: ``ok``, ``trickle_head`` and ``trickle`` (a long body, byte by byte). Stream
+    modes: ``heartbeat`` (``:`` comments only), ``bad_utf8`` (one ruleset with a byte that
+    is not UTF-8), ``ok`` (the ruleset, then pushes and pings), ``garbage`` (noise,
     broken and half events, then close) and ``503``.
 
     ``hits[(endpoint, mode)]`` counts requests, ``sent[mode]`` body bytes the kernel accepted
@@ -428,6 +429,9 @@ class FaultServer:
             return False
         if mode == "trickle_head":
             self._trickle_head(conn, mode, gen)
+            return False
+        if mode == "cut_head":
+            self._send(conn, mode, b"HTTP/1.1 200 OK\r\nX-Pad: a")
             return False
         if mode == "retry_after":
             return self._reply(conn, 503, {"Retry-After": "3600"}, b"{}")

@@ -95,6 +95,24 @@ def test_flush_events_bounded(live_client: PhaseFlagClient, server: FaultServer)
     assert server.event_ids() == [1]
 
 
+def test_events_cut_inside_the_headers_stay_queued(
+    live_client: PhaseFlagClient, server: FaultServer
+) -> None:
+    """A connection closed cleanly after ``200 OK`` and half a header (read by http.client as
+    a whole, empty answer) is no proof of delivery: the batch stays queued and goes out,
+    once, when the API answers. (It counted as sent before, and the event was lost.)"""
+    server.set(events="cut_head")
+    live_client.track_event(EvaluationEvent("flag", "on", "user-1", metadata={"id": 7}))
+    delivered, _ = within(BOUND, lambda: live_client.flush_events(timeout=2.0))
+    assert delivered is False
+    assert server.count("events", "cut_head") >= 1
+    status = live_client.status()
+    assert (status.events_sent, status.events_queued) == (0, 1)
+    server.set(events="ok")
+    assert live_client.flush_events(timeout=5.0) is True
+    assert server.event_ids() == [7]
+
+
 def test_stop_within_a_second_with_requests_in_flight(
     server: FaultServer, make_client: Callable[..., PhaseFlagClient]
 ) -> None:
