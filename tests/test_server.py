@@ -513,7 +513,8 @@ class TestWatching:
         for bad in ("{broken", json.dumps({"schema_version": 1, "version": 5, "flags": [{}]})):
             caplog.clear()
             write(ruleset_path, bad)
-            wait_for(lambda: any("refused" in r.getMessage() for r in caplog.records), 2.0)
+            # Refused once the file has settled (2 s after the write).
+            wait_for(lambda: any("refused" in r.getMessage() for r in caplog.records), 10.0)
             assert api.get(server.url + "/sdk/ruleset").json() == document(1)
             health = requests.get(root(server) + "/healthz", timeout=5).json()
             assert health["ruleset_version"] == 1 and health["ruleset_error"]
@@ -547,6 +548,32 @@ class TestWatching:
             assert read.call_count == 0
             write(ruleset_path, document(2))
             assert watcher.check() is True
+        assert watcher.snapshot.version == 2
+
+    def test_half_written_file_is_refused_only_once_settled(self, ruleset_path: Path, caplog):
+        """A write in place read half-done (a cut file with a fresh mtime) is neither refused,
+        logged nor counted: the whole file is served when it lands. Contents that still do not
+        load once the file is 2 s old are refused, and the last good version stays."""
+        caplog.set_level(logging.ERROR, logger="phaseflag")
+        watcher = RulesetWatcher(str(ruleset_path))
+        watcher.load()
+        whole = json.dumps(document(2))
+        ruleset_path.write_text(whole[: len(whole) // 2], "utf-8")
+        assert watcher.check() is False
+        assert (watcher.reload_errors, watcher.last_error) == (0, None)
+        ruleset_path.write_text(whole, "utf-8")
+        assert watcher.check() is True
+        assert watcher.snapshot.version == 2
+        assert watcher.reload_errors == 0 and not caplog.records
+
+        ruleset_path.write_text("{broken", "utf-8")
+        assert watcher.check() is False
+        assert watcher.reload_errors == 0  # still settling
+        settled = time.time() - 60
+        os.utime(ruleset_path, (settled, settled))
+        assert watcher.check() is False
+        assert watcher.reload_errors == 1 and watcher.last_error
+        assert [r.getMessage().split(":")[0] for r in caplog.records] == ["phaseflag serve"]
         assert watcher.snapshot.version == 2
 
     def test_start_refuses_a_bad_file(self, tmp_path: Path):

@@ -359,7 +359,7 @@ class TestHealthAndReports:
         temp = ruleset_path.with_name("ruleset.json.tmp")
         temp.write_text(json.dumps(bad), "utf-8")
         os.replace(temp, ruleset_path)
-        wait_for(lambda: server._source.reload_errors >= 1, timeout=5)
+        wait_for(lambda: server._source.reload_errors >= 1, timeout=10)  # once settled (2 s)
         public = requests.get(root(server) + "/healthz", timeout=5)
         assert public.status_code == 200
         assert "etag" not in public.json() and server.etag not in public.text

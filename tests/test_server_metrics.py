@@ -89,7 +89,8 @@ def test_requests_streams_ruleset_reloads_and_events(server: PhaseFlagServer, ru
     finally:
         stream.close()
     replace(ruleset_path, "{broken")
-    wait_for(lambda: scrape(server)[("phaseflag_server_reload_errors_total", ())] == 1)
+    # Refused once the file has settled (2 s after the write).
+    wait_for(lambda: scrape(server)[("phaseflag_server_reload_errors_total", ())] == 1, 10)
     replace(ruleset_path, json.dumps(ruleset(boolean_flag("a", False), version=4)))
     wait_for(lambda: scrape(server)[("phaseflag_server_reloads_total", ())] == 1)
     batch = {"events": [{"kind": "custom", "flag_key": "a"}] * 4}

@@ -96,8 +96,10 @@ class RulesetWatcher:
     ``load()`` reads the file once and raises ConfigError (unreadable) or RulesetError
     (invalid); after that, ``check()`` (called every ``interval`` seconds by the thread, or
     directly) re-reads the file when its size, mtime or inode changed, or while its mtime is
-    too recent to trust, and applies it when its bytes differ. A refused version is logged
-    once and the last good snapshot keeps being served. ``on_change`` (settable) runs in
+    too recent to trust, and applies it when its bytes differ. Contents that do not load
+    are refused only once the file has settled (its mtime 2 s old), since a write in place
+    can be read half-done; a refused version is logged once and the last good snapshot
+    keeps being served. ``on_change`` (settable) runs in
     the thread that applied a new snapshot. ``snapshot`` is a plain reference read: lock-free.
     """
 
@@ -204,6 +206,9 @@ class RulesetWatcher:
             try:
                 ruleset = load_ruleset(raw, previous=current.ruleset)
             except RulesetError as exc:
+                if self._racy:
+                    # Perhaps written in place and read half-done: judged once it settles.
+                    return False
                 self._bad_digest = digest
                 self._refuse(str(exc))
                 return False
