@@ -347,12 +347,16 @@ def _handler_for(api: LoopbackAPI) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _LoopbackServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # http.server's 5 refuses connections when many clients start
+
+
 @pytest.fixture
 def loopback_api() -> Iterator[LoopbackAPI]:
     """A running LoopbackAPI on 127.0.0.1 (a free port), shut down after the test."""
     api = LoopbackAPI()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(api))
-    server.daemon_threads = True
+    server = _LoopbackServer(("127.0.0.1", 0), _handler_for(api))
     api.server = server
     thread = threading.Thread(
         target=server.serve_forever, args=(0.05,), name="loopback-api", daemon=True

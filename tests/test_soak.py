@@ -73,19 +73,22 @@ def test_200_clients_started_and_stopped_leave_nothing_behind(
                 api_key=KEY,
                 cache=FileCache(cache_dir),
                 fetch_mode="streaming" if i % 4 == 0 else "polling",
-                polling_interval=0.05,
+                polling_interval=0.5,  # the lifecycle is under test, not the server's load
                 request_timeout=2.0,
             )
             for i in range(20)
         ]
-        for client in clients:
-            client.start()
-        for i, client in enumerate(clients):
-            assert client.wait_until_ready(10), f"round {round_}, client {i}"
-            client.track_event(EvaluationEvent("flag", "on", f"user-{i}"))
-            assert client.flush_events()
-        for client in clients:
-            client.stop()
+        try:
+            for client in clients:
+                client.start()
+            for i, client in enumerate(clients):
+                assert client.wait_until_ready(10), f"round {round_}, client {i}"
+                client.track_event(EvaluationEvent("flag", "on", f"user-{round_}-{i}"))
+                # A post cut by a loaded machine is retried, as flush_events() does at once.
+                wait_for(client.flush_events, timeout=10)
+        finally:
+            for client in clients:
+                client.stop()
         assert phaseflag_threads() == [] or wait_for(lambda: not phaseflag_threads(), timeout=5)
 
     settled = _settle(
@@ -94,7 +97,9 @@ def test_200_clients_started_and_stopped_leave_nothing_behind(
     assert settled, ([t.name for t in threading.enumerate()], _fd_links())
     entries = sorted(p.name for p in (cache_dir / "cache").iterdir())
     assert len(entries) == 1, entries  # one environment, one entry; no temp files left
-    assert len(loopback_api.events()) == 200
+    # Every event arrived (at least once: a retried post may repeat one the server took).
+    received = {e["user_id"] for e in loopback_api.events() if e.get("kind") == "custom"}
+    assert received == {f"user-{r}-{i}" for r in range(10) for i in range(20)}
 
 
 @pytest.mark.parametrize("mode", ["polling", "streaming"])
