@@ -36,6 +36,11 @@ KEY = "sdk-SECRET-d41d8cd98f00b204e9800998ecf8427e"
 #: Every slice of the key long enough to identify it (the redacted form shows the last 4).
 SECRETS = [KEY, KEY[:-4], KEY[4:-4], "d41d8cd98f00b204"]
 FAST = {"polling_interval": 0.05, "event_flush_interval": 0.05, "request_timeout": 0.3}
+# request_timeout bounds the whole request, TLS handshake included, and the test server
+# handshakes inside accept() on its one thread: 5 s so that a loaded machine fails (or
+# succeeds) on the certificate, never on the deadline.
+TLS = {"request_timeout": 5.0, "send_events": False}
+WAIT = 10.0  # seconds for readiness or a first failure: a margin a loaded 2-core machine keeps
 
 
 def assert_secret(text: str, where: str) -> None:
@@ -93,7 +98,7 @@ def test_key_absent_from_logs_reprs_and_errors_through_every_fault(
     errors: list[BaseException] = []
     client = clients(base_url=fault_server.base_url)
     client.on("error", errors.append)
-    assert client.wait_until_ready(5)
+    assert client.wait_until_ready(WAIT)
     faults = ["503", "retry_after", "hang", "reset", "html", "bad_schema", "huge_unframed"]
     for mode in faults:
         fault_server.set(ruleset=mode, events="503")
@@ -154,9 +159,12 @@ def test_cache_directory_never_holds_the_key(
     """File names and bytes under a FileCache directory contain no part of the key."""
     cache_dir = tmp_path / "cache"
     client = clients(base_url=loopback_api.base_url, cache=FileCache(cache_dir))
-    assert client.wait_until_ready(5)
-    files = [p for p in cache_dir.rglob("*") if p.is_file()]
-    assert files, "the ruleset was not cached"
+    assert client.wait_until_ready(WAIT)
+
+    def cached_files() -> list[Path]:  # written after readiness, on the sync thread
+        return [p for p in cache_dir.rglob("*") if p.is_file()]
+
+    files = wait_for(cached_files, WAIT)
     for path in files:
         assert_secret(str(path.relative_to(tmp_path)), "a cache file name")
         data = path.read_bytes()
@@ -317,8 +325,8 @@ def test_tls_verified_by_default(
 ) -> None:
     """An untrusted certificate fails the sync; nothing is loaded from that server."""
     _, url = tls_api
-    client = clients(base_url=url, send_events=False)
-    wait_for(lambda: client.status().consecutive_failures >= 1, timeout=5)
+    client = clients(base_url=url, **TLS)
+    wait_for(lambda: client.status().consecutive_failures >= 1, timeout=WAIT)
     assert "CERTIFICATE_VERIFY_FAILED" in (client.status().last_error or "")
     assert not client.is_ready
 
@@ -332,10 +340,8 @@ def test_session_with_verify_false_still_verifies(
     session = requests.Session()
     session.verify = False
     _, url = tls_api
-    # request_timeout bounds the whole request, TLS handshake included: 5 s so that a
-    # loaded machine fails on the certificate, never on the deadline.
-    client = clients(base_url=url, session=session, send_events=False, request_timeout=5.0)
-    wait_for(lambda: client.status().consecutive_failures >= 1, timeout=10)
+    client = clients(base_url=url, session=session, **TLS)
+    wait_for(lambda: client.status().consecutive_failures >= 1, timeout=WAIT)
     assert "CERTIFICATE_VERIFY_FAILED" in (client.status().last_error or "")
     session.close()
 
@@ -347,8 +353,8 @@ def test_ca_bundle_trusts_the_server(
 ) -> None:
     """``verify=<CA bundle>`` trusts exactly that bundle's certificates."""
     _, url = tls_api
-    client = clients(base_url=url, verify=str(certificate[0]), send_events=False)
-    assert client.wait_until_ready(5)
+    client = clients(base_url=url, verify=str(certificate[0]), **TLS)
+    assert client.wait_until_ready(WAIT)
 
 
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
@@ -365,10 +371,10 @@ def test_verify_false_works_but_warns(
     _, url = tls_api
     if how == "environment":
         monkeypatch.setenv("PHASEFLAG_VERIFY", "false")
-        client = clients(base_url=url, send_events=False)
+        client = clients(base_url=url, **TLS)
     else:
-        client = clients(base_url=url, verify=False, send_events=False)
-    assert client.wait_until_ready(5)
+        client = clients(base_url=url, verify=False, **TLS)
+    assert client.wait_until_ready(WAIT)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert any("TLS verification disabled" in r.getMessage() for r in warnings)
 
