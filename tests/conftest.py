@@ -158,6 +158,11 @@ def to_bytes(document: Any) -> bytes:
 
 # -- waiting ---------------------------------------------------------------------------------
 
+# Seconds to wait for readiness or a first sync failure: a margin a loaded 2-core CI keeps
+# (a TLS handshake or a first fetch can take seconds there; the waits end as soon as the
+# condition holds).
+READY_WAIT = 10.0
+
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005) -> Any:
     """Poll ``predicate`` until it returns a truthy value, and return that value.

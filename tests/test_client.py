@@ -21,6 +21,7 @@ import pytest
 import requests
 import responses
 from conftest import (
+    READY_WAIT,
     boolean_flag,
     json_flag,
     number_flag,
@@ -51,10 +52,6 @@ from phaseflag._cache import cache_key
 from phaseflag._sync import Poller
 from phaseflag._transport import Transport
 from phaseflag._version import __version__
-
-# Seconds to wait for readiness, which follows a first fetch and the file cache's fsync:
-# a margin a loaded 2-core CI keeps (wait_until_ready returns as soon as it is ready).
-READY_WAIT = 10.0
 
 BASE = "https://api.phaseflag.test/api/v1"
 RULESET_URL = BASE + "/sdk/ruleset"

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LoopbackAPI, _handler_for, boolean_flag, ruleset, to_bytes, wait_for
+from conftest import (
+    READY_WAIT,
+    LoopbackAPI,
+    _handler_for,
+    boolean_flag,
+    ruleset,
+    to_bytes,
+    wait_for,
+)
 from faults.conftest import FaultServer, document
 
 import phaseflag._backoff
@@ -40,7 +48,6 @@ FAST = {"polling_interval": 0.05, "event_flush_interval": 0.05, "request_timeout
 # handshakes inside accept() on its one thread: 5 s so that a loaded machine fails (or
 # succeeds) on the certificate, never on the deadline.
 TLS = {"request_timeout": 5.0, "send_events": False}
-WAIT = 10.0  # seconds for readiness or a first failure: a margin a loaded 2-core machine keeps
 
 
 def assert_secret(text: str, where: str) -> None:
@@ -98,7 +105,7 @@ def test_key_absent_from_logs_reprs_and_errors_through_every_fault(
     errors: list[BaseException] = []
     client = clients(base_url=fault_server.base_url)
     client.on("error", errors.append)
-    assert client.wait_until_ready(WAIT)
+    assert client.wait_until_ready(READY_WAIT)
     faults = ["503", "retry_after", "hang", "reset", "html", "bad_schema", "huge_unframed"]
     for mode in faults:
         fault_server.set(ruleset=mode, events="503")
@@ -159,12 +166,12 @@ def test_cache_directory_never_holds_the_key(
     """File names and bytes under a FileCache directory contain no part of the key."""
     cache_dir = tmp_path / "cache"
     client = clients(base_url=loopback_api.base_url, cache=FileCache(cache_dir))
-    assert client.wait_until_ready(WAIT)
+    assert client.wait_until_ready(READY_WAIT)
 
     def cached_files() -> list[Path]:  # written after readiness, on the sync thread
         return [p for p in cache_dir.rglob("*") if p.is_file()]
 
-    files = wait_for(cached_files, WAIT)
+    files = wait_for(cached_files, READY_WAIT)
     for path in files:
         assert_secret(str(path.relative_to(tmp_path)), "a cache file name")
         data = path.read_bytes()
@@ -326,7 +333,7 @@ def test_tls_verified_by_default(
     """An untrusted certificate fails the sync; nothing is loaded from that server."""
     _, url = tls_api
     client = clients(base_url=url, **TLS)
-    wait_for(lambda: client.status().consecutive_failures >= 1, timeout=WAIT)
+    wait_for(lambda: client.status().consecutive_failures >= 1, timeout=READY_WAIT)
     assert "CERTIFICATE_VERIFY_FAILED" in (client.status().last_error or "")
     assert not client.is_ready
 
@@ -341,7 +348,7 @@ def test_session_with_verify_false_still_verifies(
     session.verify = False
     _, url = tls_api
     client = clients(base_url=url, session=session, **TLS)
-    wait_for(lambda: client.status().consecutive_failures >= 1, timeout=WAIT)
+    wait_for(lambda: client.status().consecutive_failures >= 1, timeout=READY_WAIT)
     assert "CERTIFICATE_VERIFY_FAILED" in (client.status().last_error or "")
     session.close()
 
@@ -354,7 +361,7 @@ def test_ca_bundle_trusts_the_server(
     """``verify=<CA bundle>`` trusts exactly that bundle's certificates."""
     _, url = tls_api
     client = clients(base_url=url, verify=str(certificate[0]), **TLS)
-    assert client.wait_until_ready(WAIT)
+    assert client.wait_until_ready(READY_WAIT)
 
 
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
@@ -374,7 +381,7 @@ def test_verify_false_works_but_warns(
         client = clients(base_url=url, **TLS)
     else:
         client = clients(base_url=url, verify=False, **TLS)
-    assert client.wait_until_ready(WAIT)
+    assert client.wait_until_ready(READY_WAIT)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert any("TLS verification disabled" in r.getMessage() for r in warnings)
 

@@ -15,16 +15,20 @@ from typing import Any
 import pytest
 import requests
 import responses
-from conftest import boolean_flag, phaseflag_thread_names, ruleset, string_flag, to_bytes, wait_for
+from conftest import (
+    READY_WAIT,
+    boolean_flag,
+    phaseflag_thread_names,
+    ruleset,
+    string_flag,
+    to_bytes,
+    wait_for,
+)
 
 from phaseflag import AuthenticationError, PhaseFlagClient, RulesetError, TransportError
 from phaseflag._sync import MAX_BACKOFF, MAX_RETRY_AFTER, Poller
 from phaseflag._transport import Transport
 from phaseflag._version import __version__
-
-# Seconds to wait for readiness, which follows a first fetch and the file cache's fsync:
-# a margin a loaded 2-core CI keeps (wait_until_ready returns as soon as it is ready).
-READY_WAIT = 10.0
 
 BASE = "https://api.phaseflag.test/api/v1"
 RULESET_URL = BASE + "/sdk/ruleset"
